@@ -1,0 +1,5 @@
+use super::Analyzer;
+
+pub fn analyzers() -> Vec<Box<dyn Analyzer>> {
+    vec![]
+}

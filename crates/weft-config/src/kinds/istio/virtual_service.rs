@@ -1,0 +1,3 @@
+//! PLACEHOLDER: replaced by the full typed schema.
+use serde::Deserialize;
+#[derive(Debug, Clone, Default, Deserialize)] pub struct VirtualService {}

@@ -1,0 +1,22 @@
+//! weft's configuration model: typed Istio, Gateway API, Linkerd/SMI, Kubernetes and weft
+//! kinds; loading from YAML/JSON with positions; per-kind validation; cross-resource
+//! analysis (`weft analyze`).
+//!
+//! This crate reads files and nothing else: it knows nothing of proxies.
+
+pub mod analyze;
+pub mod de;
+pub mod diag;
+pub mod kinds;
+pub mod load;
+pub mod object;
+pub mod path;
+pub mod source;
+pub mod validate;
+pub mod yaml;
+
+pub use diag::{Diagnostic, Severity};
+pub use kinds::{Body, Kind};
+pub use load::Bundle;
+pub use object::Object;
+pub use path::FieldPath;
