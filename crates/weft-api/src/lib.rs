@@ -1,14 +1,5 @@
-pub fn add(left: u64, right: u64) -> u64 {
-    left + right
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn it_works() {
-        let result = add(2, 2);
-        assert_eq!(result, 4);
-    }
-}
+//! weft-api: the protobuf/gRPC definitions shared by the control plane and the proxy — the
+//! data-plane model (`ProxyConfig` resources), the push transport and the CA service.
+//!
+//! It holds definitions only, no logic. The definitions arrive with the data plane (issue
+//! #3) and the control plane (issue #4); until then this crate is intentionally empty.

@@ -1,14 +1,5 @@
-pub fn add(left: u64, right: u64) -> u64 {
-    left + right
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn it_works() {
-        let result = add(2, 2);
-        assert_eq!(result, 4);
-    }
-}
+//! weft-compile: `compile(&Snapshot, &Registry, &ProxyId) -> ProxyConfig`, where every
+//! Istio / Gateway API / Linkerd traffic rule is implemented once. Pure and deterministic.
+//!
+//! The compiler arrives with the data plane (issue #3); until then this crate is
+//! intentionally empty.

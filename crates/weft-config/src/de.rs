@@ -10,7 +10,7 @@ use serde::de::{self, DeserializeOwned, DeserializeSeed, IntoDeserializer, Visit
 
 use crate::path::{FieldPath, Segment};
 use crate::source::Span;
-use crate::yaml::{Node, Resolved, Value};
+use crate::yaml::{Node, Resolved, Scalar, Value};
 
 /// A schema error: what is wrong, where, and how to fix it.
 #[derive(Debug, Clone)]
@@ -160,9 +160,13 @@ impl<'de> NodeDe<'de, '_> {
             _ => self.node.kind_name().to_string(),
         };
         let mut e = DeError::new(format!("expected {expected}, found {found}"));
-        if expected == "a string" {
-            if let Value::Scalar(s) = &self.node.value {
+        if let Value::Scalar(s) = &self.node.value {
+            if expected == "a string" {
                 e.hint = Some(format!("quote it: \"{}\"", s.text));
+            } else if !s.plain && (expected == "an integer" || expected == "a number" || expected == "true or false")
+                && (Scalar { text: s.text.clone(), plain: true }).resolve() != Resolved::Str(&s.text)
+            {
+                e.hint = Some(format!("remove the quotes: {}", s.text));
             }
         }
         e.locate(self.node, self.frame)

@@ -195,10 +195,8 @@ impl Bundle {
                 return;
             }
             Lookup::Unknown => {
-                let entry = self
-                    .skipped
-                    .entry((api_version, kind))
-                    .or_insert((0, doc.span.clone()));
+                let at = doc.get("kind").map_or(doc.span.clone(), |n| n.span.clone());
+                let entry = self.skipped.entry((api_version, kind)).or_insert((0, at));
                 entry.0 += 1;
                 return;
             }

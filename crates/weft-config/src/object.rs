@@ -84,9 +84,11 @@ impl Object {
         self.node.lookup(path).0.span.clone()
     }
 
-    /// The whole document's position: where the object starts.
+    /// Where the object is named (`metadata.name`), the place diagnostics about the whole
+    /// object point at.
     pub fn span(&self) -> Span {
-        self.node.span.clone()
+        let (node, _) = self.node.lookup(&FieldPath::root().key("metadata").key("name"));
+        node.span.clone()
     }
 
     pub fn label(&self, key: &str) -> Option<&str> {

@@ -280,9 +280,16 @@ impl Builder<'_> {
                 let mut span = self.span(start, start);
                 // For a one-line plain scalar the source text is the value, so the end is
                 // known exactly; other styles are underlined at their start only.
-                if plain && !text.contains('\n') {
-                    span.end.offset += text.len();
-                    span.end.col += text.chars().count();
+                let quotes = match style {
+                    TScalarStyle::Plain => Some(0),
+                    TScalarStyle::SingleQuoted | TScalarStyle::DoubleQuoted => Some(2),
+                    _ => None,
+                };
+                if let Some(q) = quotes.filter(|_| !text.contains('\n')) {
+                    // Escapes make quoted source longer than the value; the underline is then
+                    // a little short, never wrong about where the value starts.
+                    span.end.offset += text.len() + q;
+                    span.end.col += text.chars().count() + q;
                 }
                 let node = Node {
                     span,

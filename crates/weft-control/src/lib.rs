@@ -1,14 +1,4 @@
-pub fn add(left: u64, right: u64) -> u64 {
-    left + right
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn it_works() {
-        let result = add(2, 2);
-        assert_eq!(result, 4);
-    }
-}
+//! weft-control: config sources, service registry, compile-on-change, push with ACK/NACK,
+//! the CA, status and the debug API.
+//!
+//! The control plane arrives with issue #4; until then this crate is intentionally empty.

@@ -1,14 +1,4 @@
-pub fn add(left: u64, right: u64) -> u64 {
-    left + right
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn it_works() {
-        let result = add(2, 2);
-        assert_eq!(result, 4);
-    }
-}
+//! weft-proxy: the sidecar and gateway proxy. It consumes compiled `ProxyConfig` only and
+//! never depends on `weft-config` or `weft-compile`.
+//!
+//! The proxy arrives with issue #3; until then this crate is intentionally empty.

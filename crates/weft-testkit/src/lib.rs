@@ -1,14 +1,5 @@
-pub fn add(left: u64, right: u64) -> u64 {
-    left + right
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn it_works() {
-        let result = add(2, 2);
-        assert_eq!(result, 4);
-    }
-}
+//! weft-testkit (dev only): in-process control plane, fake CA, echo/HTTP/gRPC test servers
+//! and the network-namespace harness.
+//!
+//! It grows with the data plane and control plane (issues #3, #4); until then this crate is
+//! intentionally empty.

@@ -86,3 +86,33 @@ pub fn finding_on(resource: ResourceRef, code: &'static str, severity: Severity,
     d.resource = Some(resource);
     d
 }
+
+/// Everything `weft analyze` reports for a loaded bundle: loading problems, schema
+/// validation and every analyzer, sorted by position and without duplicates.
+pub fn analyze_bundle(bundle: &crate::Bundle, mesh: Option<crate::kinds::istio::MeshConfig>) -> Vec<Diagnostic> {
+    let ctx = match mesh {
+        Some(m) => Context::with_mesh(&bundle.objects, m),
+        None => Context::new(&bundle.objects),
+    };
+    let mut all = bundle.diagnostics.clone();
+    all.extend(run(&ctx));
+    sort_and_dedup(&mut all);
+    all
+}
+
+/// Sort diagnostics by file, line and column (those without a position last) and drop exact
+/// repeats (two analyzers can reach the same conclusion).
+pub fn sort_and_dedup(diags: &mut Vec<Diagnostic>) {
+    diags.sort_by(|a, b| {
+        let pos = |d: &Diagnostic| {
+            d.span
+                .as_ref()
+                .map(|s| (0, s.file.name.clone(), s.start.line, s.start.col))
+                .unwrap_or((1, String::new(), 0, 0))
+        };
+        pos(a).cmp(&pos(b)).then_with(|| a.code.cmp(b.code)).then_with(|| a.message.cmp(&b.message))
+    });
+    diags.dedup_by(|a, b| {
+        a.code == b.code && a.message == b.message && a.resource == b.resource && a.span == b.span
+    });
+}

@@ -1,5 +1,9 @@
-//! PLACEHOLDER: replaced by the full typed schema.
-use serde::Deserialize;
-#[derive(Debug, Clone, Default, Deserialize)] pub struct PeerAuthentication {}
-#[derive(Debug, Clone, Default, Deserialize)] pub struct RequestAuthentication {}
-#[derive(Debug, Clone, Default, Deserialize)] pub struct AuthorizationPolicy {}
+//! `security.istio.io`: PeerAuthentication, RequestAuthentication, AuthorizationPolicy.
+
+mod authorization;
+mod peer;
+mod request;
+
+pub use authorization::*;
+pub use peer::*;
+pub use request::*;
