@@ -12,5 +12,5 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     let bundle = Bundle::load_str("fuzz.yaml", text);
-    let _ = analyze_bundle(&bundle, None);
+    let _ = analyze_bundle(&bundle, Default::default());
 });

@@ -98,7 +98,10 @@ pub fn did_you_mean<'a>(word: &str, candidates: &[&'a str]) -> Option<&'a str> {
             let d = strsim::damerau_levenshtein(&lower, &c.to_ascii_lowercase());
             (d, *c)
         })
-        .filter(|(d, c)| *d <= (c.len() / 3).clamp(1, 3) || lower.replace(['_', '-'], "") == c.to_ascii_lowercase())
+        .filter(|(d, c)| {
+            *d <= (c.len() / 3).clamp(1, 3)
+                || lower.replace(['_', '-'], "") == c.to_ascii_lowercase()
+        })
         .min_by_key(|(d, _)| *d)
         .map(|(_, c)| c)
 }
@@ -163,8 +166,16 @@ impl<'de> NodeDe<'de, '_> {
         if let Value::Scalar(s) = &self.node.value {
             if expected == "a string" {
                 e.hint = Some(format!("quote it: \"{}\"", s.text));
-            } else if !s.plain && (expected == "an integer" || expected == "a number" || expected == "true or false")
-                && (Scalar { text: s.text.clone(), plain: true }).resolve() != Resolved::Str(&s.text)
+            } else if !s.plain
+                && (expected == "an integer"
+                    || expected == "a number"
+                    || expected == "true or false")
+                && (Scalar {
+                    text: s.text.clone(),
+                    plain: true,
+                })
+                .resolve()
+                    != Resolved::Str(&s.text)
             {
                 e.hint = Some(format!("remove the quotes: {}", s.text));
             }
@@ -437,7 +448,10 @@ struct MapDe<'de, 'p> {
 impl<'de> de::MapAccess<'de> for MapDe<'de, '_> {
     type Error = DeError;
 
-    fn next_key_seed<K: DeserializeSeed<'de>>(&mut self, seed: K) -> Result<Option<K::Value>, DeError> {
+    fn next_key_seed<K: DeserializeSeed<'de>>(
+        &mut self,
+        seed: K,
+    ) -> Result<Option<K::Value>, DeError> {
         let Some((key, value)) = self.entries.next() else {
             return Ok(None);
         };
@@ -456,7 +470,10 @@ impl<'de> de::MapAccess<'de> for MapDe<'de, '_> {
     }
 
     fn next_value_seed<V: DeserializeSeed<'de>>(&mut self, seed: V) -> Result<V::Value, DeError> {
-        let (key, node) = self.value.take().expect("next_value_seed called before next_key_seed");
+        let (key, node) = self
+            .value
+            .take()
+            .expect("next_value_seed called before next_key_seed");
         let text = match &key.value {
             Value::Scalar(s) => s.text.as_str(),
             _ => "<complex key>",
@@ -484,7 +501,9 @@ impl<'de> de::Deserializer<'de> for KeyDe<'de> {
     fn deserialize_any<V: Visitor<'de>>(self, v: V) -> Result<V::Value, DeError> {
         match &self.node.value {
             Value::Scalar(s) => v.visit_borrowed_str(&s.text),
-            _ => Err(DeError::new("map keys must be plain values, not lists or maps".into())),
+            _ => Err(DeError::new(
+                "map keys must be plain values, not lists or maps".into(),
+            )),
         }
     }
 
@@ -492,7 +511,10 @@ impl<'de> de::Deserializer<'de> for KeyDe<'de> {
         match &self.node.value {
             Value::Scalar(s) => match s.text.parse::<u32>() {
                 Ok(n) => v.visit_u32(n),
-                Err(_) => Err(DeError::new(format!("expected a number as key, found `{}`", s.text))),
+                Err(_) => Err(DeError::new(format!(
+                    "expected a number as key, found `{}`",
+                    s.text
+                ))),
             },
             _ => Err(DeError::new("map keys must be plain values".into())),
         }
@@ -515,7 +537,10 @@ impl<'de, 'p> de::EnumAccess<'de> for EnumDe<'de, 'p> {
     type Error = DeError;
     type Variant = NodeDe<'de, 'p>;
 
-    fn variant_seed<V: DeserializeSeed<'de>>(self, seed: V) -> Result<(V::Value, Self::Variant), DeError> {
+    fn variant_seed<V: DeserializeSeed<'de>>(
+        self,
+        seed: V,
+    ) -> Result<(V::Value, Self::Variant), DeError> {
         let v = seed.deserialize(KeyDe { node: self.key })?;
         Ok((
             v,
@@ -623,7 +648,10 @@ mod tests {
 
     #[test]
     fn suggestions_are_plausible_only() {
-        assert_eq!(did_you_mean("destnation", &["destination", "weight"]), Some("destination"));
+        assert_eq!(
+            did_you_mean("destnation", &["destination", "weight"]),
+            Some("destination")
+        );
         assert_eq!(did_you_mean("retry_on", &["retryOn"]), Some("retryOn"));
         assert_eq!(did_you_mean("zzzz", &["destination", "weight"]), None);
     }

@@ -53,7 +53,9 @@ impl Bundle {
     fn add_path(&mut self, path: &Path) {
         if path.as_os_str() == "-" {
             let mut bytes = Vec::new();
-            let limited = std::io::stdin().take(MAX_FILE_BYTES + 1).read_to_end(&mut bytes);
+            let limited = std::io::stdin()
+                .take(MAX_FILE_BYTES + 1)
+                .read_to_end(&mut bytes);
             match limited {
                 Ok(_) => self.add_bytes("<stdin>", bytes),
                 Err(e) => self.unreadable("<stdin>", format!("cannot read stdin: {e}")),
@@ -71,7 +73,10 @@ impl Bundle {
         if meta.is_dir() {
             let mut files = Vec::new();
             collect_config_files(path, &mut files, &mut |p, e| {
-                self.unreadable(&p.display().to_string(), format!("cannot read {}: {e}", p.display()))
+                self.unreadable(
+                    &p.display().to_string(),
+                    format!("cannot read {}: {e}", p.display()),
+                )
             });
             files.sort();
             for f in files {
@@ -104,25 +109,39 @@ impl Bundle {
 
     fn add_bytes(&mut self, name: &str, bytes: Vec<u8>) {
         if bytes.len() as u64 > MAX_FILE_BYTES {
-            self.unreadable(name, format!("{name} is over weft's 16 MiB limit for a config file"));
+            self.unreadable(
+                name,
+                format!("{name} is over weft's 16 MiB limit for a config file"),
+            );
             return;
         }
         if bytes.contains(&0) {
-            self.unreadable(name, format!("{name} is a binary file (it contains NUL bytes), not YAML or JSON"));
+            self.unreadable(
+                name,
+                format!("{name} is a binary file (it contains NUL bytes), not YAML or JSON"),
+            );
             return;
         }
         match String::from_utf8(bytes) {
             Ok(text) => self.add_text(name, text),
             Err(e) => {
                 let at = e.utf8_error().valid_up_to();
-                self.unreadable(name, format!("{name} is not UTF-8 text (invalid byte at offset {at}); save it as UTF-8"));
+                self.unreadable(
+                    name,
+                    format!(
+                        "{name} is not UTF-8 text (invalid byte at offset {at}); save it as UTF-8"
+                    ),
+                );
             }
         }
     }
 
     fn add_text(&mut self, name: &str, text: String) {
         // A UTF-8 byte order mark is legal in YAML files saved by some editors.
-        let text = text.strip_prefix('\u{feff}').map(str::to_string).unwrap_or(text);
+        let text = text
+            .strip_prefix('\u{feff}')
+            .map(str::to_string)
+            .unwrap_or(text);
         let file = Arc::new(SourceFile {
             name: name.to_string(),
             text,
@@ -130,8 +149,11 @@ impl Bundle {
         self.files.push(file.clone());
         if file.text.trim().is_empty() {
             self.diagnostics.push(
-                Diagnostic::warning(codes::UNREADABLE, format!("{name} is empty; nothing to load"))
-                    .with_span(Span::whole_file(file)),
+                Diagnostic::warning(
+                    codes::UNREADABLE,
+                    format!("{name} is empty; nothing to load"),
+                )
+                .with_span(Span::whole_file(file)),
             );
             return;
         }
@@ -154,15 +176,33 @@ impl Bundle {
     fn add_document(&mut self, doc: Node) {
         if !matches!(doc.value, Value::Map(_)) {
             self.diagnostics.push(
-                Diagnostic::error(codes::SCHEMA, format!("a document must be a map with apiVersion and kind, found {}", doc.kind_name()))
-                    .with_span(doc.span.clone()),
+                Diagnostic::error(
+                    codes::SCHEMA,
+                    format!(
+                        "a document must be a map with apiVersion and kind, found {}",
+                        doc.kind_name()
+                    ),
+                )
+                .with_span(doc.span.clone()),
             );
             return;
         }
-        let api_version = doc.get("apiVersion").and_then(Node::as_str).unwrap_or("").to_string();
-        let kind = doc.get("kind").and_then(Node::as_str).unwrap_or("").to_string();
+        let api_version = doc
+            .get("apiVersion")
+            .and_then(Node::as_str)
+            .unwrap_or("")
+            .to_string();
+        let kind = doc
+            .get("kind")
+            .and_then(Node::as_str)
+            .unwrap_or("")
+            .to_string();
         if kind.is_empty() || api_version.is_empty() {
-            let missing = if kind.is_empty() { "kind" } else { "apiVersion" };
+            let missing = if kind.is_empty() {
+                "kind"
+            } else {
+                "apiVersion"
+            };
             self.diagnostics.push(
                 Diagnostic::error(codes::SCHEMA, format!("document has no `{missing}`"))
                     .with_span(doc.span.clone())
@@ -181,16 +221,28 @@ impl Bundle {
         let kind = match kinds::lookup(&api_version, &kind) {
             Lookup::Known(k) => k,
             Lookup::BadVersion(k) => {
-                let span = doc.get("apiVersion").map(|n| n.span.clone()).unwrap_or(doc.span.clone());
+                let span = doc
+                    .get("apiVersion")
+                    .map(|n| n.span.clone())
+                    .unwrap_or(doc.span.clone());
                 let accepted: Vec<String> = k
                     .versions()
                     .iter()
-                    .map(|v| if k.group().is_empty() { v.to_string() } else { format!("{}/{v}", k.group()) })
+                    .map(|v| {
+                        if k.group().is_empty() {
+                            v.to_string()
+                        } else {
+                            format!("{}/{v}", k.group())
+                        }
+                    })
                     .collect();
                 self.diagnostics.push(
-                    Diagnostic::error(codes::SCHEMA, format!("{} does not exist in version `{api_version}`", k.name()))
-                        .with_span(span)
-                        .with_hint(format!("use one of: {}", accepted.join(", "))),
+                    Diagnostic::error(
+                        codes::SCHEMA,
+                        format!("{} does not exist in version `{api_version}`", k.name()),
+                    )
+                    .with_span(span)
+                    .with_hint(format!("use one of: {}", accepted.join(", "))),
                 );
                 return;
             }
@@ -208,15 +260,19 @@ impl Bundle {
         let meta = match meta {
             Ok(m) => m,
             Err(e) => {
-                self.diagnostics.push(schema_diagnostic(e, &doc, kind.name(), ""));
+                self.diagnostics
+                    .push(schema_diagnostic(e, &doc, kind.name(), ""));
                 return;
             }
         };
         if meta.name.is_empty() {
             self.diagnostics.push(
-                Diagnostic::error(codes::SCHEMA, format!("{} has no `metadata.name`", kind.name()))
-                    .with_span(doc.span.clone())
-                    .with_hint("add `metadata: {name: ...}`"),
+                Diagnostic::error(
+                    codes::SCHEMA,
+                    format!("{} has no `metadata.name`", kind.name()),
+                )
+                .with_span(doc.span.clone())
+                .with_hint("add `metadata: {name: ...}`"),
             );
             return;
         }
@@ -233,7 +289,9 @@ impl Bundle {
                 let ns = meta.namespace.clone();
                 let mut d = d;
                 if let Some(r) = d.resource.as_mut() {
-                    r.namespace = kind.namespaced().then(|| ns.unwrap_or_else(|| crate::object::DEFAULT_NAMESPACE.into()));
+                    r.namespace = kind
+                        .namespaced()
+                        .then(|| ns.unwrap_or_else(|| crate::object::DEFAULT_NAMESPACE.into()));
                 }
                 self.diagnostics.push(d);
             }
@@ -243,15 +301,25 @@ impl Bundle {
     fn unreadable(&mut self, name: &str, message: String) {
         let _ = name;
         self.unreadable = true;
-        self.diagnostics.push(Diagnostic::error(codes::UNREADABLE, message));
+        self.diagnostics
+            .push(Diagnostic::error(codes::UNREADABLE, message));
     }
 
     fn finish(mut self) -> Bundle {
         for ((api_version, kind), (count, span)) in std::mem::take(&mut self.skipped) {
-            let what = if count == 1 { "object".to_string() } else { format!("{count} objects") };
+            let what = if count == 1 {
+                "object".to_string()
+            } else {
+                format!("{count} objects")
+            };
             self.diagnostics.push(
-                Diagnostic::info(codes::SKIPPED_KIND, format!("skipped {what} of kind {kind} ({api_version}): weft does not use this kind"))
-                    .with_span(span),
+                Diagnostic::info(
+                    codes::SKIPPED_KIND,
+                    format!(
+                        "skipped {what} of kind {kind} ({api_version}): weft does not use this kind"
+                    ),
+                )
+                .with_span(span),
             );
         }
         let mut seen: HashMap<(kinds::Kind, String, String), Span> = HashMap::new();
@@ -259,9 +327,15 @@ impl Bundle {
         for o in &self.objects {
             let key = (o.kind, o.namespace().to_string(), o.name().to_string());
             if let Some(first) = seen.get(&key) {
-                let mut d = Diagnostic::error(codes::DUPLICATE_OBJECT, format!("{} is defined twice; the first definition is at {first}", o.resource_ref()))
-                    .with_span(o.span())
-                    .with_hint("remove or rename one of them");
+                let mut d = Diagnostic::error(
+                    codes::DUPLICATE_OBJECT,
+                    format!(
+                        "{} is defined twice; the first definition is at {first}",
+                        o.resource_ref()
+                    ),
+                )
+                .with_span(o.span())
+                .with_hint("remove or rename one of them");
                 d.resource = Some(o.resource_ref());
                 dups.push(d);
             } else {
@@ -292,7 +366,11 @@ pub fn schema_diagnostic(e: DeError, doc: &Node, kind: &str, name: &str) -> Diag
     d
 }
 
-fn collect_config_files(dir: &Path, out: &mut Vec<PathBuf>, on_error: &mut dyn FnMut(&Path, std::io::Error)) {
+fn collect_config_files(
+    dir: &Path,
+    out: &mut Vec<PathBuf>,
+    on_error: &mut dyn FnMut(&Path, std::io::Error),
+) {
     let entries = match fs::read_dir(dir) {
         Ok(e) => e,
         Err(e) => return on_error(dir, e),

@@ -87,7 +87,9 @@ impl Object {
     /// Where the object is named (`metadata.name`), the place diagnostics about the whole
     /// object point at.
     pub fn span(&self) -> Span {
-        let (node, _) = self.node.lookup(&FieldPath::root().key("metadata").key("name"));
+        let (node, _) = self
+            .node
+            .lookup(&FieldPath::root().key("metadata").key("name"));
         node.span.clone()
     }
 

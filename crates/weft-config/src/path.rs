@@ -93,9 +93,16 @@ mod tests {
 
     #[test]
     fn round_trips() {
-        for s in ["spec.http[0].route[1].weight", "metadata.labels[\"app.kubernetes.io/name\"]", "spec"] {
+        for s in [
+            "spec.http[0].route[1].weight",
+            "metadata.labels[\"app.kubernetes.io/name\"]",
+            "spec",
+        ] {
             assert_eq!(FieldPath::parse(s).to_string(), s);
         }
-        assert_eq!(FieldPath::parse("a[3]").0, vec![Segment::Key("a".into()), Segment::Index(3)]);
+        assert_eq!(
+            FieldPath::parse("a[3]").0,
+            vec![Segment::Key("a".into()), Segment::Index(3)]
+        );
     }
 }

@@ -69,10 +69,10 @@ impl Scalar {
         if let Some(i) = parse_int(t) {
             return Resolved::Int(i);
         }
-        if looks_like_float(t) {
-            if let Ok(f) = t.parse::<f64>() {
-                return Resolved::Float(f);
-            }
+        if looks_like_float(t)
+            && let Ok(f) = t.parse::<f64>()
+        {
+            return Resolved::Float(f);
         }
         Resolved::Str(t)
     }
@@ -99,7 +99,10 @@ fn parse_int(t: &str) -> Option<i128> {
 fn looks_like_float(t: &str) -> bool {
     let body = t.trim_start_matches(['-', '+']);
     !body.is_empty()
-        && body.bytes().next().is_some_and(|b| b.is_ascii_digit() || b == b'.')
+        && body
+            .bytes()
+            .next()
+            .is_some_and(|b| b.is_ascii_digit() || b == b'.')
         && body
             .bytes()
             .all(|b| b.is_ascii_digit() || matches!(b, b'.' | b'e' | b'E' | b'-' | b'+'))
@@ -173,10 +176,8 @@ impl Node {
     pub fn lookup_key(&self, path: &FieldPath) -> (&Node, bool) {
         if let Some((Segment::Key(k), parent)) = path.0.split_last() {
             let (p, found) = self.lookup(&FieldPath(parent.to_vec()));
-            if found {
-                if let Some((key, _)) = p.entry(k) {
-                    return (key, true);
-                }
+            if found && let Some((key, _)) = p.entry(k) {
+                return (key, true);
             }
         }
         self.lookup(path)
@@ -325,19 +326,18 @@ impl Builder<'_> {
                     let key = self.node(ev, m, depth + 1)?;
                     let (ev, m) = self.next()?;
                     let value = self.node(ev, m, depth + 1)?;
-                    if let Value::Scalar(k) = &key.value {
-                        if let Some((prev, _)) = entries
+                    if let Value::Scalar(k) = &key.value
+                        && let Some((prev, _)) = entries
                             .iter()
                             .find(|(p, _)| matches!(&p.value, Value::Scalar(s) if s.text == k.text))
-                        {
-                            return Err(SyntaxError {
-                                message: format!(
-                                    "duplicate key `{}` (first defined at line {}); remove one of them",
-                                    k.text, prev.span.start.line
-                                ),
-                                span: key.span.clone(),
-                            });
-                        }
+                    {
+                        return Err(SyntaxError {
+                            message: format!(
+                                "duplicate key `{}` (first defined at line {}); remove one of them",
+                                k.text, prev.span.start.line
+                            ),
+                            span: key.span.clone(),
+                        });
                     }
                     entries.push((key, value));
                 }
@@ -351,7 +351,9 @@ impl Builder<'_> {
                 if size > self.alias_budget {
                     return Err(self.error(
                         start,
-                        format!("aliases expand to more than {MAX_ALIAS_NODES} nodes; weft refuses it"),
+                        format!(
+                            "aliases expand to more than {MAX_ALIAS_NODES} nodes; weft refuses it"
+                        ),
                     ));
                 }
                 self.alias_budget -= size;
@@ -409,14 +411,20 @@ mod tests {
 
     #[test]
     fn resolves_core_schema() {
-        let s = |t: &str| Scalar { text: t.into(), plain: true };
+        let s = |t: &str| Scalar {
+            text: t.into(),
+            plain: true,
+        };
         assert_eq!(s("80").resolve(), Resolved::Int(80));
         assert_eq!(s("true").resolve(), Resolved::Bool(true));
         assert_eq!(s("1.5").resolve(), Resolved::Float(1.5));
         assert_eq!(s("v1").resolve(), Resolved::Str("v1"));
         assert_eq!(s("10s").resolve(), Resolved::Str("10s"));
         assert_eq!(s("").resolve(), Resolved::Null);
-        let q = Scalar { text: "80".into(), plain: false };
+        let q = Scalar {
+            text: "80".into(),
+            plain: false,
+        };
         assert_eq!(q.resolve(), Resolved::Str("80"));
     }
 
@@ -427,14 +435,22 @@ mod tests {
         assert_eq!(e.span.start.line, 2);
         let deep = "[".repeat(500) + &"]".repeat(500);
         let e = parse(&deep).unwrap_err();
-        assert!(e.message.contains("deeper") || e.message.contains("recursion"), "{}", e.message);
+        assert!(
+            e.message.contains("deeper") || e.message.contains("recursion"),
+            "{}",
+            e.message
+        );
     }
 
     #[test]
     fn alias_bombs_are_refused() {
         let mut y = String::from("a: &a [x, x, x, x, x, x, x, x, x, x]\n");
         for i in 0..8 {
-            let prev = if i == 0 { "a".to_string() } else { format!("l{}", i - 1) };
+            let prev = if i == 0 {
+                "a".to_string()
+            } else {
+                format!("l{}", i - 1)
+            };
             y.push_str(&format!("l{i}: &l{i} [*{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}]\n"));
         }
         assert!(parse(&y).unwrap_err().message.contains("aliases expand"));

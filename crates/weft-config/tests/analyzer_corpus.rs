@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use serde::Deserialize;
-use weft_config::analyze::{Context, analyzers, run_filtered};
+use weft_config::analyze::{Context, analyzers, load_mesh_networks, run_filtered};
 use weft_config::kinds::istio::MeshConfig;
 use weft_config::{Bundle, Severity};
 
@@ -23,7 +23,6 @@ struct Case {
     name: String,
     input_files: Vec<String>,
     mesh_config_file: Option<String>,
-    #[allow(dead_code)]
     mesh_networks_file: Option<String>,
     analyzer: String,
     expected: Vec<Message>,
@@ -58,20 +57,29 @@ fn key(code: &str, kind: &str, ns: Option<&str>, name: &str) -> String {
 fn run_case(dir: &Path, case: &Case) -> (Vec<String>, Vec<String>) {
     let paths: Vec<_> = case.input_files.iter().map(|f| dir.join(f)).collect();
     let bundle = Bundle::load_paths(&paths);
-    let ctx = match &case.mesh_config_file {
+    let mut ctx = match &case.mesh_config_file {
         Some(m) => {
             let mesh = MeshConfig::load_file(&dir.join(m)).expect("mesh config file loads");
             Context::with_mesh(&bundle.objects, mesh)
         }
         None => Context::new(&bundle.objects),
     };
+    if let Some(n) = &case.mesh_networks_file {
+        let networks = load_mesh_networks(&dir.join(n)).expect("mesh networks file loads");
+        ctx = ctx.with_mesh_networks(networks);
+    }
     let name = analyzer_name(&case.analyzer);
     let found = run_filtered(&ctx, |n| n == name);
     // Expected resources name the namespace only when the object sets one explicitly.
     let mut got = Vec::new();
     for d in found.iter().filter(|d| d.severity >= Severity::Info) {
         let Some(r) = &d.resource else { continue };
-        got.push((d.code.to_string(), r.kind.clone(), r.namespace.clone(), r.name.clone()));
+        got.push((
+            d.code.to_string(),
+            r.kind.clone(),
+            r.namespace.clone(),
+            r.name.clone(),
+        ));
     }
     let mut expected_keys = Vec::new();
     let mut got_keys = Vec::new();
@@ -83,7 +91,11 @@ fn run_case(dir: &Path, case: &Case) -> (Vec<String>, Vec<String>) {
         // names it, else without.
         let with_ns = key(&code, &kind, ns.as_deref(), &name);
         let without = key(&code, &kind, None, &name);
-        got_keys.push(if expected_keys.contains(&with_ns) { with_ns } else { without });
+        got_keys.push(if expected_keys.contains(&with_ns) {
+            with_ns
+        } else {
+            without
+        });
     }
     expected_keys.sort();
     got_keys.sort();
@@ -95,7 +107,12 @@ fn istio_analyzer_corpus() {
     let dir = conformance::conformance_dir().join("istio/analyzer-testdata");
     let expected: Expected =
         serde_json::from_str(&std::fs::read_to_string(dir.join("EXPECTED.json")).unwrap()).unwrap();
-    let known: Vec<&str> = analyzers().iter().map(|a| a.name()).collect::<Vec<_>>().leak().to_vec();
+    let known: Vec<&str> = analyzers()
+        .iter()
+        .map(|a| a.name())
+        .collect::<Vec<_>>()
+        .leak()
+        .to_vec();
     let not_applicable: BTreeMap<&str, &str> = NOT_APPLICABLE.iter().copied().collect();
     let (mut cases_ok, mut messages_total, mut messages_matched) = (0, 0, 0);
     let mut failed = Vec::new();
@@ -126,7 +143,10 @@ fn istio_analyzer_corpus() {
             println!("ok    {} ({matched} messages)", case.name);
         } else {
             let missing: Vec<_> = want.iter().filter(|w| !got.contains(w)).collect();
-            println!("FAIL  {} [{name}]: missing {missing:?}, unexpected {remaining:?}", case.name);
+            println!(
+                "FAIL  {} [{name}]: missing {missing:?}, unexpected {remaining:?}",
+                case.name
+            );
             failed.push(case.name.clone());
         }
     }

@@ -26,7 +26,10 @@ fn cases(file: &str, text: &str) -> Vec<Case> {
                 body.push('\n');
             }
         }
-        if body.lines().all(|l| l.trim().is_empty() || l.trim_start().starts_with('#')) {
+        if body
+            .lines()
+            .all(|l| l.trim().is_empty() || l.trim_start().starts_with('#'))
+        {
             continue;
         }
         out.push(Case {
@@ -45,14 +48,26 @@ fn errors_for(case: &Case) -> Vec<String> {
         .diagnostics
         .iter()
         .filter(|d| d.severity == Severity::Error)
-        .map(|d| format!("{} [{}]", d.message, d.field.as_ref().map(|f| f.to_string()).unwrap_or_default()))
+        .map(|d| {
+            format!(
+                "{} [{}]",
+                d.message,
+                d.field.as_ref().map(|f| f.to_string()).unwrap_or_default()
+            )
+        })
         .collect();
     for obj in &bundle.objects {
         errors.extend(
             validate(obj)
                 .into_iter()
                 .filter(|d| d.severity == Severity::Error)
-                .map(|d| format!("{} [{}]", d.message, d.field.as_ref().map(|f| f.to_string()).unwrap_or_default())),
+                .map(|d| {
+                    format!(
+                        "{} [{}]",
+                        d.message,
+                        d.field.as_ref().map(|f| f.to_string()).unwrap_or_default()
+                    )
+                }),
         );
     }
     if bundle.objects.is_empty() && errors.is_empty() {
@@ -89,9 +104,16 @@ fn istio_api_validation_corpus() {
             };
             if ok {
                 passed += 1;
-                println!("ok    {:<32} {expectation}: {}", case.name, errors.first().map(String::as_str).unwrap_or("accepted"));
+                println!(
+                    "ok    {:<32} {expectation}: {}",
+                    case.name,
+                    errors.first().map(String::as_str).unwrap_or("accepted")
+                );
             } else {
-                println!("FAIL  {:<32} expected {expectation}, got {errors:?}", case.name);
+                println!(
+                    "FAIL  {:<32} expected {expectation}, got {errors:?}",
+                    case.name
+                );
                 failed.push(case.name.clone());
             }
         }

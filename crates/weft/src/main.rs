@@ -8,7 +8,11 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "weft", version, about = "A service mesh that runs the Istio configuration you already write")]
+#[command(
+    name = "weft",
+    version,
+    about = "A service mesh that runs the Istio configuration you already write"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

@@ -25,14 +25,21 @@ pub fn human(diags: &[Diagnostic], color: bool) -> String {
             Severity::Warning => Level::Warning,
             Severity::Info => Level::Note,
         };
-        let mut report = Report::new(level).with_code(d.code).with_message(&d.message);
+        let mut report = Report::new(level)
+            .with_code(d.code)
+            .with_message(&d.message);
         if let Some(span) = &d.span {
             let key = std::sync::Arc::as_ptr(&span.file);
             let id = *ids
                 .entry(key)
                 .or_insert_with(|| files.add(span.file.name.clone(), span.file.text.clone()));
-            let end = span.end.offset.max(span.start.offset);
-            let label = Label::primary(id, span.start.offset..end.min(span.file.text.len()));
+            // Underline within the first line only: a map or list value spans many lines,
+            // and the line it starts on is the one that locates it.
+            let text = &span.file.text;
+            let start = span.start.offset.min(text.len());
+            let line_end = text[start..].find('\n').map_or(text.len(), |i| start + i);
+            let end = span.end.offset.clamp(start, line_end);
+            let label = Label::primary(id, start..end);
             report = report.with_labels(vec![label]);
         }
         let mut notes = Vec::new();
@@ -51,9 +58,22 @@ pub fn human(diags: &[Diagnostic], color: bool) -> String {
 
 pub fn summary(diags: &[Diagnostic], objects: usize, files: usize, elapsed: Duration) -> String {
     let count = |s| diags.iter().filter(|d| d.severity == s).count();
-    let (e, w, i) = (count(Severity::Error), count(Severity::Warning), count(Severity::Info));
+    let (e, w, i) = (
+        count(Severity::Error),
+        count(Severity::Warning),
+        count(Severity::Info),
+    );
     let plural = |n: usize, word: &str| format!("{n} {word}{}", if n == 1 { "" } else { "s" });
-    let head = if e + w + i == 0 { "✔ no problems found".to_string() } else { format!("{}, {}, {}", plural(e, "error"), plural(w, "warning"), plural(i, "info")) };
+    let head = if e + w + i == 0 {
+        "✔ no problems found".to_string()
+    } else {
+        format!(
+            "{}, {}, {}",
+            plural(e, "error"),
+            plural(w, "warning"),
+            plural(i, "info")
+        )
+    };
     format!(
         "{head} in {} from {} (analyzed in {} ms)\n",
         plural(objects, "object"),

@@ -56,7 +56,10 @@ fn error_exits_1_and_points_at_the_field() {
     assert_eq!(o.status.code(), Some(1));
     let out = stdout(&o);
     assert!(out.contains("error[IST0106]"), "{out}");
-    assert!(out.contains("spec.ports[0].port: expected an integer, found the string \"9080\""), "{out}");
+    assert!(
+        out.contains("spec.ports[0].port: expected an integer, found the string \"9080\""),
+        "{out}"
+    );
     assert!(out.contains(&format!("{f}:7:11")), "{out}");
     assert!(out.contains("help: remove the quotes: 9080"), "{out}");
     assert!(out.contains("in Service default/reviews"), "{out}");
@@ -90,10 +93,19 @@ fn stdin_and_clean_input_exit_0() {
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
-    child.stdin.take().unwrap().write_all(GOOD.as_bytes()).unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(GOOD.as_bytes())
+        .unwrap();
     let o = child.wait_with_output().unwrap();
     assert_eq!(o.status.code(), Some(0), "{}", stdout(&o));
-    assert!(stdout(&o).contains("1 object from 1 file"), "{}", stdout(&o));
+    assert!(
+        stdout(&o).contains("1 object from 1 file"),
+        "{}",
+        stdout(&o)
+    );
 }
 
 #[test]
@@ -104,7 +116,10 @@ fn fail_on_threshold() {
     write(dir.path(), "empty.yaml", "\n");
     let d = dir.path().display().to_string();
     assert_eq!(weft(&["analyze", &d]).status.code(), Some(0));
-    assert_eq!(weft(&["analyze", "--fail-on", "warning", &d]).status.code(), Some(1));
+    assert_eq!(
+        weft(&["analyze", "--fail-on", "warning", &d]).status.code(),
+        Some(1)
+    );
 }
 
 #[test]
@@ -120,10 +135,17 @@ fn unreadable_inputs_exit_2_with_one_line_each() {
     let out = stdout(&o);
     assert!(out.contains("latin1.yaml is not UTF-8 text"), "{out}");
     assert!(out.contains("binary.yaml is a binary file"), "{out}");
-    assert!(out.contains("huge.yaml is 17 MiB, over weft's 16 MiB limit"), "{out}");
+    assert!(
+        out.contains("huge.yaml is 17 MiB, over weft's 16 MiB limit"),
+        "{out}"
+    );
     let o = weft(&["analyze", "/nonexistent/weft-test"]);
     assert_eq!(o.status.code(), Some(2));
-    assert!(stdout(&o).contains("cannot read /nonexistent/weft-test"), "{}", stdout(&o));
+    assert!(
+        stdout(&o).contains("cannot read /nonexistent/weft-test"),
+        "{}",
+        stdout(&o)
+    );
 }
 
 #[test]

@@ -18,6 +18,9 @@ pub struct Context<'a> {
     services: OnceLock<Vec<ServiceInfo<'a>>>,
     /// Mesh-wide settings: from `--mesh-config`, an `istio` ConfigMap or an IstioOperator.
     pub mesh: MeshConfig,
+    /// A mesh networks document given on its own (`--mesh-networks`), as Istio's
+    /// `meshNetworks` file.
+    pub mesh_networks: Option<crate::yaml::Node>,
 }
 
 /// A workload instance: a Pod, the pod template of a Deployment-like object, or a weft
@@ -72,7 +75,14 @@ impl<'a> Context<'a> {
             pods: OnceLock::new(),
             services: OnceLock::new(),
             mesh,
+            mesh_networks: None,
         }
+    }
+
+    /// Add a mesh networks document (Istio's `meshNetworks` file).
+    pub fn with_mesh_networks(mut self, networks: crate::yaml::Node) -> Context<'a> {
+        self.mesh_networks = Some(networks);
+        self
     }
 
     /// Objects of one kind, in load order.
@@ -85,7 +95,8 @@ impl<'a> Context<'a> {
     }
 
     pub fn find(&self, kind: Kind, namespace: &str, name: &str) -> Option<&'a Object> {
-        self.of(kind).find(|o| o.name() == name && o.namespace() == namespace)
+        self.of(kind)
+            .find(|o| o.name() == name && o.namespace() == namespace)
     }
 
     /// Namespaces that exist: declared ones and those any object lives in.
@@ -115,17 +126,18 @@ impl<'a> Context<'a> {
                         spec: Some(spec),
                         source: o,
                     }),
-                    Body::Deployment(w) | Body::StatefulSet(w) | Body::DaemonSet(w) | Body::ReplicaSet(w) => {
-                        out.push(PodInfo {
-                            namespace: ns,
-                            name: o.name().to_string(),
-                            labels: &w.template.metadata.labels,
-                            annotations: &w.template.metadata.annotations,
-                            service_account: w.template.spec.service_account(),
-                            spec: Some(&w.template.spec),
-                            source: o,
-                        })
-                    }
+                    Body::Deployment(w)
+                    | Body::StatefulSet(w)
+                    | Body::DaemonSet(w)
+                    | Body::ReplicaSet(w) => out.push(PodInfo {
+                        namespace: ns,
+                        name: o.name().to_string(),
+                        labels: &w.template.metadata.labels,
+                        annotations: &w.template.metadata.annotations,
+                        service_account: w.template.spec.service_account(),
+                        spec: Some(&w.template.spec),
+                        source: o,
+                    }),
                     Body::Workload(w) => out.push(PodInfo {
                         namespace: ns,
                         name: o.name().to_string(),
@@ -171,12 +183,16 @@ impl<'a> Context<'a> {
     }
 
     /// Pods in `namespace` whose labels include all of `selector`'s.
-    pub fn pods_selected(&self, namespace: &str, selector: &BTreeMap<String, String>) -> impl Iterator<Item = &PodInfo<'a>> {
+    pub fn pods_selected(
+        &self,
+        namespace: &str,
+        selector: &BTreeMap<String, String>,
+    ) -> impl Iterator<Item = &PodInfo<'a>> {
         let selector = selector.clone();
         let namespace = namespace.to_string();
-        self.pods()
-            .iter()
-            .filter(move |p| p.namespace == namespace && crate::kinds::common::labels_match(&selector, p.labels))
+        self.pods().iter().filter(move |p| {
+            p.namespace == namespace && crate::kinds::common::labels_match(&selector, p.labels)
+        })
     }
 
     /// Resolve a host as written in a rule in namespace `ns` to its FQDN: short names

@@ -8,6 +8,7 @@ mod context;
 mod kube;
 mod networking;
 mod security;
+mod traffic;
 mod weft;
 
 pub use context::{Context, PodInfo, ServiceInfo, ServicePortInfo};
@@ -29,6 +30,7 @@ pub fn analyzers() -> Vec<Box<dyn Analyzer>> {
     all.extend(kube::analyzers());
     all.extend(networking::analyzers());
     all.extend(security::analyzers());
+    all.extend(traffic::analyzers());
     all.extend(weft::analyzers());
     all
 }
@@ -81,19 +83,59 @@ pub fn finding(
 }
 
 /// A diagnostic about an object that has no position (e.g. derived from mesh config).
-pub fn finding_on(resource: ResourceRef, code: &'static str, severity: Severity, message: impl Into<String>) -> Diagnostic {
+pub fn finding_on(
+    resource: ResourceRef,
+    code: &'static str,
+    severity: Severity,
+    message: impl Into<String>,
+) -> Diagnostic {
     let mut d = Diagnostic::new(code, severity, message);
     d.resource = Some(resource);
     d
 }
 
+/// Mesh-wide inputs that are not Kubernetes-style objects.
+#[derive(Default)]
+pub struct MeshInputs {
+    /// `--mesh-config`: a MeshConfig document.
+    pub mesh_config: Option<crate::kinds::istio::MeshConfig>,
+    /// `--mesh-networks`: a MeshNetworks document.
+    pub mesh_networks: Option<crate::yaml::Node>,
+}
+
+/// Read a mesh networks file (Istio's `meshNetworks` YAML: `networks: {...}`).
+pub fn load_mesh_networks(path: &std::path::Path) -> Result<crate::yaml::Node, Diagnostic> {
+    let name = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        Diagnostic::error(
+            crate::diag::codes::UNREADABLE,
+            format!("cannot read mesh networks file {name}: {e}"),
+        )
+    })?;
+    let file = std::sync::Arc::new(crate::source::SourceFile {
+        name: name.clone(),
+        text,
+    });
+    let docs = crate::yaml::parse_documents(&file)
+        .map_err(|e| Diagnostic::error(crate::diag::codes::SYNTAX, e.message).with_span(e.span))?;
+    docs.into_iter().next().ok_or_else(|| {
+        Diagnostic::error(
+            crate::diag::codes::UNREADABLE,
+            format!("mesh networks file {name} is empty"),
+        )
+    })
+}
+
 /// Everything `weft analyze` reports for a loaded bundle: loading problems, schema
 /// validation and every analyzer, sorted by position and without duplicates.
-pub fn analyze_bundle(bundle: &crate::Bundle, mesh: Option<crate::kinds::istio::MeshConfig>) -> Vec<Diagnostic> {
-    let ctx = match mesh {
+pub fn analyze_bundle(bundle: &crate::Bundle, inputs: MeshInputs) -> Vec<Diagnostic> {
+    let mut ctx = match inputs.mesh_config {
         Some(m) => Context::with_mesh(&bundle.objects, m),
         None => Context::new(&bundle.objects),
     };
+    if let Some(n) = inputs.mesh_networks {
+        ctx = ctx.with_mesh_networks(n);
+    }
     let mut all = bundle.diagnostics.clone();
     all.extend(run(&ctx));
     sort_and_dedup(&mut all);
@@ -110,7 +152,10 @@ pub fn sort_and_dedup(diags: &mut Vec<Diagnostic>) {
                 .map(|s| (0, s.file.name.clone(), s.start.line, s.start.col))
                 .unwrap_or((1, String::new(), 0, 0))
         };
-        pos(a).cmp(&pos(b)).then_with(|| a.code.cmp(b.code)).then_with(|| a.message.cmp(&b.message))
+        pos(a)
+            .cmp(&pos(b))
+            .then_with(|| a.code.cmp(b.code))
+            .then_with(|| a.message.cmp(&b.message))
     });
     diags.dedup_by(|a, b| {
         a.code == b.code && a.message == b.message && a.resource == b.resource && a.span == b.span

@@ -23,14 +23,18 @@ impl Duration {
 
 fn parse_go_duration(s: &str) -> Result<StdDuration, String> {
     let bad = || {
-        format!("invalid duration `{s}`: write a number with a unit (ns, us, ms, s, m, h), e.g. `10s` or `1.5s`")
+        format!(
+            "invalid duration `{s}`: write a number with a unit (ns, us, ms, s, m, h), e.g. `10s` or `1.5s`"
+        )
     };
     let t = s.trim();
     if t.is_empty() {
         return Err(bad());
     }
     if t.starts_with('-') {
-        return Err(format!("invalid duration `{s}`: durations cannot be negative"));
+        return Err(format!(
+            "invalid duration `{s}`: durations cannot be negative"
+        ));
     }
     if t == "0" {
         return Ok(StdDuration::ZERO);
@@ -46,7 +50,9 @@ fn parse_go_duration(s: &str) -> Result<StdDuration, String> {
         }
         let number = &rest[..num_end];
         rest = &rest[num_end..];
-        let unit_end = rest.find(|c: char| c.is_ascii_digit() || c == '.').unwrap_or(rest.len());
+        let unit_end = rest
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(rest.len());
         let unit = &rest[..unit_end];
         rest = &rest[unit_end..];
         let nanos_per: u128 = match unit {
@@ -56,13 +62,21 @@ fn parse_go_duration(s: &str) -> Result<StdDuration, String> {
             "s" => 1_000_000_000,
             "m" => 60_000_000_000,
             "h" => 3_600_000_000_000,
-            _ => return Err(format!("invalid duration `{s}`: unknown unit `{unit}` (use ns, us, ms, s, m or h)")),
+            _ => {
+                return Err(format!(
+                    "invalid duration `{s}`: unknown unit `{unit}` (use ns, us, ms, s, m or h)"
+                ));
+            }
         };
         let (whole, frac) = number.split_once('.').unwrap_or((number, ""));
         if whole.is_empty() && frac.is_empty() {
             return Err(bad());
         }
-        let whole: u128 = if whole.is_empty() { 0 } else { whole.parse().map_err(|_| bad())? };
+        let whole: u128 = if whole.is_empty() {
+            0
+        } else {
+            whole.parse().map_err(|_| bad())?
+        };
         let mut value = whole.checked_mul(nanos_per).ok_or_else(bad)?;
         let mut scale = nanos_per;
         for d in frac.chars() {
@@ -93,7 +107,7 @@ impl fmt::Display for Duration {
         let d = self.0;
         if d.subsec_nanos() == 0 {
             write!(f, "{}s", d.as_secs())
-        } else if d.subsec_nanos() % 1_000_000 == 0 && d.as_secs() == 0 {
+        } else if d.subsec_nanos().is_multiple_of(1_000_000) && d.as_secs() == 0 {
             write!(f, "{}ms", d.subsec_millis())
         } else {
             write!(f, "{}s", d.as_secs_f64())
@@ -146,7 +160,9 @@ pub struct LabelSelectorRequirement {
 impl LabelSelector {
     /// Whether the selector selects an object with `labels`. An empty selector selects all.
     pub fn matches(&self, labels: &BTreeMap<String, String>) -> bool {
-        self.match_labels.iter().all(|(k, v)| labels.get(k) == Some(v))
+        self.match_labels
+            .iter()
+            .all(|(k, v)| labels.get(k) == Some(v))
             && self.match_expressions.iter().all(|req| {
                 let val = labels.get(&req.key);
                 match req.operator.as_str() {
@@ -176,7 +192,10 @@ pub struct NetworkingWorkloadSelector {
 
 /// Whether every `selector` label is present with the same value in `labels`. An empty
 /// selector selects everything.
-pub fn labels_match(selector: &BTreeMap<String, String>, labels: &BTreeMap<String, String>) -> bool {
+pub fn labels_match(
+    selector: &BTreeMap<String, String>,
+    labels: &BTreeMap<String, String>,
+) -> bool {
     selector.iter().all(|(k, v)| labels.get(k) == Some(v))
 }
 
@@ -221,7 +240,11 @@ mod tests {
         assert_eq!(ms("0"), 0);
         assert_eq!(Duration::parse("0.001s").unwrap().0.as_micros(), 1_000);
         assert!(Duration::parse("10").unwrap_err().contains("missing unit"));
-        assert!(Duration::parse("10x").unwrap_err().contains("unknown unit `x`"));
+        assert!(
+            Duration::parse("10x")
+                .unwrap_err()
+                .contains("unknown unit `x`")
+        );
         assert!(Duration::parse("-1s").unwrap_err().contains("negative"));
         assert!(Duration::parse("").is_err());
         assert!(Duration::parse("s").is_err());

@@ -149,7 +149,11 @@ impl Weight {
     /// `T`, `P`, `E`), binary (`Ki`, `Mi`, …) or exponent (`e3`) suffix.
     pub fn parse(s: &str) -> Result<Weight, String> {
         let t = s.trim();
-        let bad = || format!("invalid weight `{s}`: write an integer (`500`) or a quantity such as `500m` or `1`");
+        let bad = || {
+            format!(
+                "invalid weight `{s}`: write an integer (`500`) or a quantity such as `500m` or `1`"
+            )
+        };
         let num_end = t
             .find(|c: char| !(c.is_ascii_digit() || matches!(c, '.' | '+' | '-')))
             .unwrap_or(t.len());
@@ -394,6 +398,10 @@ mod tests {
         assert_eq!(Weight::parse("2").unwrap().value(), 2.0);
         assert_eq!(Weight::parse("1e3").unwrap().value(), 1000.0);
         assert!(Weight::parse("abc").is_err());
-        assert!(Weight::parse("5x").unwrap_err().contains("invalid weight `5x`"));
+        assert!(
+            Weight::parse("5x")
+                .unwrap_err()
+                .contains("invalid weight `5x`")
+        );
     }
 }

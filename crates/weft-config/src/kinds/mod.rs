@@ -105,8 +105,8 @@ kinds! {
     GatewayClass: "gateway.networking.k8s.io"/["v1", "v1beta1", "v1alpha2"] "GatewayClass", Spec, false => gateway_api::GatewayClass;
     HttpRoute: "gateway.networking.k8s.io"/["v1", "v1beta1", "v1alpha2"] "HTTPRoute", Spec, true => gateway_api::HttpRoute;
     GrpcRoute: "gateway.networking.k8s.io"/["v1", "v1alpha2"] "GRPCRoute", Spec, true => gateway_api::GrpcRoute;
-    TcpRoute: "gateway.networking.k8s.io"/["v1alpha2"] "TCPRoute", Spec, true => gateway_api::TcpRoute;
-    TlsRoute: "gateway.networking.k8s.io"/["v1alpha3", "v1alpha2"] "TLSRoute", Spec, true => gateway_api::TlsRoute;
+    TcpRoute: "gateway.networking.k8s.io"/["v1", "v1alpha2"] "TCPRoute", Spec, true => gateway_api::TcpRoute;
+    TlsRoute: "gateway.networking.k8s.io"/["v1", "v1alpha3", "v1alpha2"] "TLSRoute", Spec, true => gateway_api::TlsRoute;
     ReferenceGrant: "gateway.networking.k8s.io"/["v1", "v1beta1", "v1alpha2"] "ReferenceGrant", Spec, true => gateway_api::ReferenceGrant;
     // Kubernetes core and apps: enough to know workloads and services from plain manifests.
     Namespace: ""/["v1"] "Namespace", Spec, false => k8s::NamespaceSpec;
@@ -184,7 +184,10 @@ impl Kind {
                     if key != "spec" && !ENVELOPE.contains(&key) {
                         let mut fields: Vec<&'static str> = ENVELOPE.to_vec();
                         fields.push("spec");
-                        let mut e = <DeError as serde::de::Error>::unknown_field(key, &["apiVersion", "kind", "metadata", "spec", "status"]);
+                        let mut e = <DeError as serde::de::Error>::unknown_field(
+                            key,
+                            &["apiVersion", "kind", "metadata", "spec", "status"],
+                        );
                         e.span = Some(k.span.clone());
                         e.path = FieldPath::root().key(key);
                         return Err(e);

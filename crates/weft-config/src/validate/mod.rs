@@ -30,12 +30,20 @@ impl<'a> Report<'a> {
     }
 
     /// A schema error (IST0106) at `path`.
-    pub fn error(&mut self, path: impl Into<FieldPath>, message: impl Into<String>) -> &mut Diagnostic {
+    pub fn error(
+        &mut self,
+        path: impl Into<FieldPath>,
+        message: impl Into<String>,
+    ) -> &mut Diagnostic {
         self.push(codes::SCHEMA, Severity::Error, path, message)
     }
 
     /// A schema warning (IST0133) at `path`.
-    pub fn warning(&mut self, path: impl Into<FieldPath>, message: impl Into<String>) -> &mut Diagnostic {
+    pub fn warning(
+        &mut self,
+        path: impl Into<FieldPath>,
+        message: impl Into<String>,
+    ) -> &mut Diagnostic {
         self.push(codes::SCHEMA_WARNING, Severity::Warning, path, message)
     }
 

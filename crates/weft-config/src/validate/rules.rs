@@ -4,7 +4,8 @@
 pub fn is_dns1123_label(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 63
-        && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
         && !s.starts_with('-')
         && !s.ends_with('-')
 }
@@ -46,7 +47,8 @@ pub fn is_label_key(s: &str) -> bool {
 fn is_label_name(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 63
-        && s.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
         && s.as_bytes()[0].is_ascii_alphanumeric()
         && s.as_bytes()[s.len() - 1].is_ascii_alphanumeric()
 }
@@ -67,7 +69,12 @@ pub fn check_regex(re: &str) -> Result<(), String> {
     regex::Regex::new(re).map(|_| ()).map_err(|e| {
         // The regex crate's message is multi-line with a caret; keep its last line.
         let text = e.to_string();
-        let last = text.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("").trim();
+        let last = text
+            .lines()
+            .rev()
+            .find(|l| !l.trim().is_empty())
+            .unwrap_or("")
+            .trim();
         format!("invalid regex `{re}`: {last}")
     })
 }
@@ -90,6 +97,10 @@ mod tests {
         assert!(is_label_value(""));
         assert!(!is_label_value("-x"));
         assert!(check_regex("^/api/v[0-9]+$").is_ok());
-        assert!(check_regex("(").unwrap_err().starts_with("invalid regex `(`"));
+        assert!(
+            check_regex("(")
+                .unwrap_err()
+                .starts_with("invalid regex `(`")
+        );
     }
 }

@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use clap::ValueEnum;
+use weft_config::analyze::MeshInputs;
 use weft_config::kinds::istio::MeshConfig;
 use weft_config::{Bundle, Severity, analyze};
 
@@ -25,6 +26,9 @@ pub struct Args {
     /// A mesh config file (MeshConfig YAML, as in Istio's `mesh` ConfigMap key).
     #[arg(long)]
     mesh_config: Option<PathBuf>,
+    /// A mesh networks file (MeshNetworks YAML, as in Istio's `meshNetworks` ConfigMap key).
+    #[arg(long)]
+    mesh_networks: Option<PathBuf>,
     /// Hide info-level findings in human output.
     #[arg(long)]
     quiet: bool,
@@ -48,17 +52,31 @@ enum FailOn {
 pub fn run(args: Args) -> ExitCode {
     let started = Instant::now();
     let bundle = Bundle::load_paths(&args.paths);
-    let mesh = match &args.mesh_config {
-        Some(path) => match MeshConfig::load_file(path) {
-            Ok(m) => Some(m),
-            Err(d) => {
-                eprintln!("{}", render::human(std::slice::from_ref(&d), true));
-                return ExitCode::from(2);
-            }
-        },
-        None => None,
-    };
-    let diags = analyze::analyze_bundle(&bundle, mesh);
+    let mut inputs = MeshInputs::default();
+    let mesh_config = args
+        .mesh_config
+        .as_deref()
+        .map(MeshConfig::load_file)
+        .transpose();
+    let mesh_networks = args
+        .mesh_networks
+        .as_deref()
+        .map(analyze::load_mesh_networks)
+        .transpose();
+    match (mesh_config, mesh_networks) {
+        (Ok(c), Ok(n)) => {
+            inputs.mesh_config = c;
+            inputs.mesh_networks = n;
+        }
+        (Err(d), _) | (_, Err(d)) => {
+            eprint!(
+                "{}",
+                render::human(std::slice::from_ref(&d), color_wanted())
+            );
+            return ExitCode::from(2);
+        }
+    }
+    let diags = analyze::analyze_bundle(&bundle, inputs);
     let elapsed = started.elapsed();
     let text = match args.output {
         Format::Human => {
@@ -68,7 +86,12 @@ pub fn run(args: Args) -> ExitCode {
                 .cloned()
                 .collect();
             let mut t = render::human(&shown, color_wanted());
-            t.push_str(&render::summary(&diags, bundle.objects.len(), bundle.files.len(), elapsed));
+            t.push_str(&render::summary(
+                &diags,
+                bundle.objects.len(),
+                bundle.files.len(),
+                elapsed,
+            ));
             t
         }
         Format::Json => render::json(&diags),

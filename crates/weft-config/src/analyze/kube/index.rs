@@ -26,7 +26,10 @@ static EMPTY: BTreeMap<String, String> = BTreeMap::new();
 
 /// Kubernetes' own namespaces, which Istio never injects or checks.
 pub fn is_system_namespace(ns: &str) -> bool {
-    matches!(ns, "kube-system" | "kube-public" | "kube-node-lease" | "local-path-storage")
+    matches!(
+        ns,
+        "kube-system" | "kube-public" | "kube-node-lease" | "local-path-storage"
+    )
 }
 
 /// Whether an object belongs to the Istio control plane (`istio` label, or `release: istio`).
@@ -60,8 +63,14 @@ pub fn proxy_container(spec: &PodSpec) -> Option<(&'static str, usize, &Containe
 
 /// The pod's own injection choice: the `sidecar.istio.io/inject` label, else the (deprecated)
 /// annotation of the same name.
-pub fn pod_inject_choice<'a>(labels: &'a BTreeMap<String, String>, annotations: &'a BTreeMap<String, String>) -> Option<&'a str> {
-    labels.get(SIDECAR_INJECT).or_else(|| annotations.get(SIDECAR_INJECT)).map(String::as_str)
+pub fn pod_inject_choice<'a>(
+    labels: &'a BTreeMap<String, String>,
+    annotations: &'a BTreeMap<String, String>,
+) -> Option<&'a str> {
+    labels
+        .get(SIDECAR_INJECT)
+        .or_else(|| annotations.get(SIDECAR_INJECT))
+        .map(String::as_str)
 }
 
 /// Whether a namespace's labels turn injection on: `istio-injection=enabled`, or a revision
@@ -76,7 +85,13 @@ pub fn namespace_injected(labels: &BTreeMap<String, String>) -> bool {
 
 /// Whether a pod template ends up with a sidecar: it already has one, the pod opts in or out
 /// explicitly, or its namespace is injected.
-pub fn in_mesh(ctx: &Context<'_>, ns: &str, labels: &BTreeMap<String, String>, annotations: &BTreeMap<String, String>, spec: &PodSpec) -> bool {
+pub fn in_mesh(
+    ctx: &Context<'_>,
+    ns: &str,
+    labels: &BTreeMap<String, String>,
+    annotations: &BTreeMap<String, String>,
+    spec: &PodSpec,
+) -> bool {
     if proxy_container(spec).is_some() {
         return true;
     }
@@ -102,7 +117,11 @@ pub fn injector_values<'a>(ctx: &Context<'a>) -> Vec<(&'a Object, serde_json::Va
         .filter(|o| o.name().starts_with("istio-sidecar-injector"))
         .filter_map(|o| match &o.body {
             Body::ConfigMap(cm) => {
-                let values = cm.data.get("values").and_then(|v| serde_json::from_str(v).ok()).unwrap_or(serde_json::Value::Null);
+                let values = cm
+                    .data
+                    .get("values")
+                    .and_then(|v| serde_json::from_str(v).ok())
+                    .unwrap_or(serde_json::Value::Null);
                 Some((o, values))
             }
             _ => None,
@@ -125,17 +144,16 @@ pub fn injector_proxy_image(values: &serde_json::Value) -> String {
 
 /// `sidecarInjectorWebhook.enableNamespacesByDefault` from an injector ConfigMap's values.
 pub fn injector_enables_namespaces_by_default(values: &serde_json::Value) -> bool {
-    values["sidecarInjectorWebhook"]["enableNamespacesByDefault"].as_bool().unwrap_or(false)
+    values["sidecarInjectorWebhook"]["enableNamespacesByDefault"]
+        .as_bool()
+        .unwrap_or(false)
 }
 
 /// A pod template as the analyzers see it, whatever object declares it.
 pub struct PodView<'a> {
     pub obj: &'a Object,
     pub labels: &'a BTreeMap<String, String>,
-    pub annotations: &'a BTreeMap<String, String>,
     pub spec: &'a PodSpec,
-    /// Where the pod's metadata sits in the object (`metadata` or `spec.template.metadata`).
-    pub meta_path: &'static str,
     /// Where the pod spec sits (`spec` or `spec.template.spec`).
     pub spec_path: &'static str,
 }
@@ -148,17 +166,16 @@ pub fn pod_views<'a>(ctx: &Context<'a>) -> Vec<PodView<'a>> {
             Body::Pod(spec) => Some(PodView {
                 obj: o,
                 labels: &o.meta.labels,
-                annotations: &o.meta.annotations,
                 spec,
-                meta_path: "metadata",
                 spec_path: "spec",
             }),
-            Body::Deployment(w) | Body::StatefulSet(w) | Body::DaemonSet(w) | Body::ReplicaSet(w) => Some(PodView {
+            Body::Deployment(w)
+            | Body::StatefulSet(w)
+            | Body::DaemonSet(w)
+            | Body::ReplicaSet(w) => Some(PodView {
                 obj: o,
                 labels: &w.template.metadata.labels,
-                annotations: &w.template.metadata.annotations,
                 spec: &w.template.spec,
-                meta_path: "spec.template.metadata",
                 spec_path: "spec.template.spec",
             }),
             _ => None,

@@ -3,8 +3,8 @@
 use serde::Deserialize;
 
 use super::{
-    BackendObjectReference, HttpHeaderFilter, HttpRequestMirrorFilter, LocalObjectReference, MatchType,
-    ParentReference, SessionPersistence,
+    BackendObjectReference, HttpHeaderFilter, HttpRequestMirrorFilter, LocalObjectReference,
+    MatchType, ParentReference, SessionPersistence,
 };
 use crate::kinds::common::Duration;
 
@@ -160,8 +160,14 @@ impl HttpRouteFilter {
                 out.push(name)
             }
         };
-        add(self.request_header_modifier.is_some(), "requestHeaderModifier");
-        add(self.response_header_modifier.is_some(), "responseHeaderModifier");
+        add(
+            self.request_header_modifier.is_some(),
+            "requestHeaderModifier",
+        );
+        add(
+            self.response_header_modifier.is_some(),
+            "responseHeaderModifier",
+        );
         add(self.request_redirect.is_some(), "requestRedirect");
         add(self.url_rewrite.is_some(), "urlRewrite");
         add(self.request_mirror.is_some(), "requestMirror");

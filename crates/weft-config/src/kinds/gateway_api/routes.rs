@@ -2,7 +2,10 @@
 
 use serde::Deserialize;
 
-use super::{BackendRef, HttpHeaderFilter, HttpRequestMirrorFilter, LocalObjectReference, MatchType, ParentReference, SessionPersistence};
+use super::{
+    BackendRef, HttpHeaderFilter, HttpRequestMirrorFilter, LocalObjectReference, MatchType,
+    ParentReference, SessionPersistence,
+};
 
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields, default)]
@@ -92,8 +95,14 @@ impl GrpcRouteFilterType {
 impl GrpcRouteFilter {
     pub fn set_fields(&self) -> Vec<&'static str> {
         [
-            (self.request_header_modifier.is_some(), "requestHeaderModifier"),
-            (self.response_header_modifier.is_some(), "responseHeaderModifier"),
+            (
+                self.request_header_modifier.is_some(),
+                "requestHeaderModifier",
+            ),
+            (
+                self.response_header_modifier.is_some(),
+                "responseHeaderModifier",
+            ),
             (self.request_mirror.is_some(), "requestMirror"),
             (self.extension_ref.is_some(), "extensionRef"),
         ]

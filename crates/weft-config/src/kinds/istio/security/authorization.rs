@@ -28,6 +28,17 @@ pub enum AuthzAction {
     Custom,
 }
 
+impl AuthzAction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AuthzAction::Allow => "ALLOW",
+            AuthzAction::Deny => "DENY",
+            AuthzAction::Audit => "AUDIT",
+            AuthzAction::Custom => "CUSTOM",
+        }
+    }
+}
+
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields, default)]
 pub struct ExtensionProviderRef {

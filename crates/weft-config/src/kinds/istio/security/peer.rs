@@ -38,7 +38,9 @@ pub enum MtlsMode {
 impl PeerAuthentication {
     /// Whether the policy has a non-empty workload selector.
     pub fn has_selector(&self) -> bool {
-        self.selector.as_ref().is_some_and(|s| !s.match_labels.is_empty())
+        self.selector
+            .as_ref()
+            .is_some_and(|s| !s.match_labels.is_empty())
     }
 
     /// The port-level modes with their keys parsed as ports (invalid keys are skipped;
@@ -47,7 +49,12 @@ impl PeerAuthentication {
         self.port_level_mtls
             .iter()
             .flatten()
-            .filter_map(|(k, v)| k.parse::<u16>().ok().filter(|p| *p > 0).map(|p| (p, v.mode)))
+            .filter_map(|(k, v)| {
+                k.parse::<u16>()
+                    .ok()
+                    .filter(|p| *p > 0)
+                    .map(|p| (p, v.mode))
+            })
             .collect()
     }
 }

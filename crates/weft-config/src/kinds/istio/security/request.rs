@@ -57,6 +57,8 @@ pub struct ClaimToHeader {
 impl JwtRule {
     /// The JWKS fetch timeout, Istio's default 5s when unset.
     pub fn timeout_or_default(&self) -> std::time::Duration {
-        self.timeout.map(|d| d.as_std()).unwrap_or(std::time::Duration::from_secs(5))
+        self.timeout
+            .map(|d| d.as_std())
+            .unwrap_or(std::time::Duration::from_secs(5))
     }
 }
