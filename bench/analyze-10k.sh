@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Time `weft analyze` over a generated mesh of 10,000 resources (2,000 services, each with a
 # Service, a Workload, a VirtualService with a canary split, a DestinationRule with subsets
-# and an AuthorizationPolicy), spread over 200 files.
+# and an AuthorizationPolicy), spread over 200 files. One service in 20 routes to a
+# misspelt host, so the analyzers also do their "did you mean" searches.
 #
 #   bench/analyze-10k.sh            # builds release, generates, runs 5 times, prints timings
 #   RESOURCES_DIR=/tmp/x bench/analyze-10k.sh
@@ -32,6 +33,7 @@ metadata: {{name: {name}, namespace: {ns}, labels: {{app: {name}, version: v1}}}
 spec:
   command: server
   ports: [{{name: http, port: 8080}}]""")
+        target = f"svc-{i}" if i % 20 == 0 else name
         docs.append(f"""apiVersion: networking.istio.io/v1
 kind: VirtualService
 metadata: {{name: {name}, namespace: {ns}}}
@@ -39,7 +41,7 @@ spec:
   hosts: [{name}]
   http:
   - match: [{{headers: {{user-type: {{exact: vip}}}}}}]
-    route: [{{destination: {{host: {name}, subset: v1}}}}]
+    route: [{{destination: {{host: {target}, subset: v1}}}}]
   - route:
     - {{destination: {{host: {name}, subset: v1}}, weight: 90}}
     - {{destination: {{host: {name}, subset: v1}}, weight: 10}}

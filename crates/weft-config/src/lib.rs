@@ -16,6 +16,8 @@ pub mod load;
 pub mod object;
 pub mod path;
 pub mod source;
+#[cfg(test)]
+pub(crate) mod testing;
 pub mod validate;
 pub mod yaml;
 

@@ -91,8 +91,41 @@ fn parse_go_duration(s: &str) -> Result<StdDuration, String> {
 
 impl<'de> Deserialize<'de> for Duration {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        Duration::parse(&s).map_err(serde::de::Error::custom)
+        struct DurationVisitor;
+
+        impl serde::de::Visitor<'_> for DurationVisitor {
+            type Value = Duration;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a duration such as `10s` or `250ms`")
+            }
+
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Duration, E> {
+                Duration::parse(v).map_err(E::custom)
+            }
+
+            // A bare number is the most common duration mistake: say which unit to add.
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Duration, E> {
+                Err(E::custom(format!(
+                    "invalid duration `{v}`: a duration needs a unit; write `{v}s` (or ms, m, h)"
+                )))
+            }
+
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Duration, E> {
+                Err(E::custom(format!(
+                    "invalid duration `{v}`: a duration needs a unit, e.g. `{}s`",
+                    v.unsigned_abs()
+                )))
+            }
+
+            fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<Duration, E> {
+                Err(E::custom(format!(
+                    "invalid duration `{v}`: a duration needs a unit; write `{v}s`"
+                )))
+            }
+        }
+
+        d.deserialize_any(DurationVisitor)
     }
 }
 
@@ -248,6 +281,21 @@ mod tests {
         assert!(Duration::parse("-1s").unwrap_err().contains("negative"));
         assert!(Duration::parse("").is_err());
         assert!(Duration::parse("s").is_err());
+    }
+
+    #[test]
+    fn bare_numbers_get_a_unit_hint() {
+        let b = crate::Bundle::load_str(
+            "t.yaml",
+            "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: a}\nspec:\n  hosts: [a]\n  http:\n  - route: [{destination: {host: a}}]\n    timeout: 5\n",
+        );
+        let d = &b.diagnostics[0];
+        assert_eq!(
+            d.field.as_ref().unwrap().to_string(),
+            "spec.http[0].timeout"
+        );
+        assert!(d.message.contains("write `5s`"), "{}", d.message);
+        assert_eq!(d.span.as_ref().unwrap().start.line, 8);
     }
 
     #[test]

@@ -184,14 +184,9 @@ impl Analyzer for ApplicationUidAnalyzer {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::Bundle;
 
     fn run(a: &dyn Analyzer, yaml: &str) -> Vec<Diagnostic> {
-        let b = Bundle::load_str("t.yaml", yaml);
-        let ctx = Context::new(&b.objects);
-        let mut out = Vec::new();
-        a.analyze(&ctx, &mut out);
-        out
+        crate::testing::run_analyzer(a, yaml)
     }
 
     const DEP: &str = "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: d\nspec:\n  template:\n    metadata:\n      labels: {app: a, sidecar.istio.io/inject: \"true\"}\n    spec:\n      containers: [{name: a}]\n---\n";

@@ -315,14 +315,9 @@ impl Analyzer for ImageAutoAnalyzer {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::Bundle;
 
     fn run(a: &dyn Analyzer, yaml: &str) -> Vec<Diagnostic> {
-        let b = Bundle::load_str("t.yaml", yaml);
-        let ctx = Context::new(&b.objects);
-        let mut out = Vec::new();
-        a.analyze(&ctx, &mut out);
-        out
+        crate::testing::run_analyzer(a, yaml)
     }
 
     const NS: &str = "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: app\n  labels:\n    istio-injection: enabled\n---\n";

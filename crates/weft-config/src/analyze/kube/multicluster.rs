@@ -142,11 +142,7 @@ mod tests {
     }
 
     fn run(yaml: &str) -> Vec<Diagnostic> {
-        let b = Bundle::load_str("t.yaml", yaml);
-        let ctx = Context::new(&b.objects);
-        let mut out = Vec::new();
-        MeshNetworksAnalyzer.analyze(&ctx, &mut out);
-        out
+        crate::testing::run_analyzer(&MeshNetworksAnalyzer, yaml)
     }
 
     #[test]

@@ -101,14 +101,9 @@ impl Analyzer for PortNameAnalyzer {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::Bundle;
 
     fn run(yaml: &str) -> Vec<Diagnostic> {
-        let b = Bundle::load_str("t.yaml", yaml);
-        let ctx = Context::new(&b.objects);
-        let mut out = Vec::new();
-        PortNameAnalyzer.analyze(&ctx, &mut out);
-        out
+        crate::testing::run_analyzer(&PortNameAnalyzer, yaml)
     }
 
     #[test]

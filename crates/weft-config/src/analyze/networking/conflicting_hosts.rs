@@ -178,14 +178,9 @@ fn host_path(obj: &Object, host: &str) -> FieldPath {
 
 #[cfg(test)]
 mod tests {
-    use crate::analyze::{Context, run_filtered};
 
     fn run(yaml: &str) -> Vec<crate::Diagnostic> {
-        let bundle = crate::Bundle::load_str("t.yaml", yaml);
-        let ctx = Context::new(&bundle.objects);
-        run_filtered(&ctx, |n| {
-            n == "virtualservice.ConflictingMeshGatewayHostsAnalyzer"
-        })
+        crate::testing::run_named("virtualservice.ConflictingMeshGatewayHostsAnalyzer", yaml)
     }
 
     fn vs(name: &str, ns: &str, extra: &str) -> String {

@@ -104,12 +104,9 @@ impl Analyzer for FieldAnalyzer {
 
 #[cfg(test)]
 mod tests {
-    use crate::analyze::{Context, run_filtered};
 
     fn run(yaml: &str) -> Vec<crate::Diagnostic> {
-        let bundle = crate::Bundle::load_str("t.yaml", yaml);
-        let ctx = Context::new(&bundle.objects);
-        run_filtered(&ctx, |n| n == "deprecation.FieldAnalyzer")
+        crate::testing::run_named("deprecation.FieldAnalyzer", yaml)
     }
 
     const VS: &str = "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: vs, namespace: default}\nspec:\n  hosts: [web]\n  http:\n  - fault:\n      delay: {fixedDelay: 1s, DELAY}\n    route:\n    - destination: {host: web}\n";

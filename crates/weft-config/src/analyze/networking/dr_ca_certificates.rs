@@ -99,12 +99,9 @@ impl Analyzer for CaCertificateAnalyzer {
 
 #[cfg(test)]
 mod tests {
-    use crate::analyze::{Context, run_filtered};
 
     fn run(yaml: &str) -> Vec<crate::Diagnostic> {
-        let bundle = crate::Bundle::load_str("t.yaml", yaml);
-        let ctx = Context::new(&bundle.objects);
-        run_filtered(&ctx, |n| n == "destinationrule.CaCertificateAnalyzer")
+        crate::testing::run_named("destinationrule.CaCertificateAnalyzer", yaml)
     }
 
     const DR: &str = "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: db, namespace: default}\nspec:\n  host: db.example.com\n  trafficPolicy:\n    tls: {mode: SIMPLE}\n    portLevelSettings:\n    - port: {number: 443}\n      tls: {mode: MUTUAL, clientCertificate: /c.pem, privateKey: /k.pem}\n";

@@ -173,12 +173,9 @@ impl Analyzer for PodNotSelectedAnalyzer {
 
 #[cfg(test)]
 mod tests {
-    use crate::analyze::{Context, run_filtered};
 
     fn run(yaml: &str) -> Vec<crate::Diagnostic> {
-        let bundle = crate::Bundle::load_str("t.yaml", yaml);
-        let ctx = Context::new(&bundle.objects);
-        run_filtered(&ctx, |n| n == "destinationrule.PodNotSelectedAnalyzer")
+        crate::testing::run_named("destinationrule.PodNotSelectedAnalyzer", yaml)
     }
 
     const BASE: &str = "apiVersion: v1\nkind: Service\nmetadata: {name: web, namespace: default}\nspec:\n  selector: {app: web}\n  ports: [{port: 80, name: http}]\n---\napiVersion: apps/v1\nkind: Deployment\nmetadata: {name: web-v1, namespace: default}\nspec:\n  selector: {matchLabels: {app: web}}\n  template:\n    metadata: {labels: {app: web, version: v1}}\n    spec:\n      containers: [{name: web, image: web}]\n";

@@ -201,12 +201,9 @@ fn check(
 
 #[cfg(test)]
 mod tests {
-    use crate::analyze::{Context, run_filtered};
 
     fn run(yaml: &str) -> Vec<crate::Diagnostic> {
-        let bundle = crate::Bundle::load_str("t.yaml", yaml);
-        let ctx = Context::new(&bundle.objects);
-        run_filtered(&ctx, |n| n == "virtualservice.GatewayAnalyzer")
+        crate::testing::run_named("virtualservice.GatewayAnalyzer", yaml)
     }
 
     const GW: &str = "apiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {name: gw, namespace: istio-system}\nspec:\n  selector: {istio: ingressgateway}\n  servers:\n  - port: {number: 80, name: http, protocol: HTTP}\n    hosts: ['*.example.com', './internal.local']\n";

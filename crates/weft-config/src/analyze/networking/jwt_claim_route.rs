@@ -136,12 +136,9 @@ impl Analyzer for JwtClaimRouteAnalyzer {
 
 #[cfg(test)]
 mod tests {
-    use crate::analyze::{Context, run_filtered};
 
     fn run(yaml: &str) -> Vec<crate::Diagnostic> {
-        let bundle = crate::Bundle::load_str("t.yaml", yaml);
-        let ctx = Context::new(&bundle.objects);
-        run_filtered(&ctx, |n| n == "virtualservice.JWTClaimRouteAnalyzer")
+        crate::testing::run_named("virtualservice.JWTClaimRouteAnalyzer", yaml)
     }
 
     const BASE: &str = "apiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {name: gw, namespace: istio-system}\nspec:\n  selector: {istio: ingressgateway}\n  servers:\n  - port: {number: 80, name: http, protocol: HTTP}\n    hosts: ['*']\n---\napiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: vs, namespace: default}\nspec:\n  hosts: [a.com]\n  gateways: [istio-system/gw]\n  http:\n  - match:\n    - headers: {'@request.auth.claims.group': {exact: admin}}\n    route:\n    - destination: {host: web}\n";

@@ -254,11 +254,8 @@ mod tests {
     use super::*;
 
     fn run(a: &dyn Analyzer, yaml: &str) -> Vec<(String, String)> {
-        let b = crate::Bundle::load_str("t.yaml", yaml);
-        let ctx = Context::new(&b.objects);
-        let mut out = Vec::new();
-        a.analyze(&ctx, &mut out);
-        out.iter()
+        crate::testing::run_analyzer(a, yaml)
+            .iter()
             .map(|d| {
                 (
                     d.code.to_string(),

@@ -51,24 +51,12 @@ fn is_subset(subset: &BTreeMap<String, String>, superset: &BTreeMap<String, Stri
 
 #[cfg(test)]
 pub(crate) mod test_util {
-    use crate::analyze::{Analyzer, Context};
+    use crate::analyze::Analyzer;
     use crate::diag::Diagnostic;
 
     /// Load `yaml` and run one analyzer over it.
     pub fn run(analyzer: &dyn Analyzer, yaml: &str) -> Vec<Diagnostic> {
-        let bundle = crate::Bundle::load_str("t.yaml", yaml);
-        assert!(
-            bundle
-                .diagnostics
-                .iter()
-                .all(|d| d.severity < crate::Severity::Error),
-            "test input does not load: {:?}",
-            bundle.diagnostics
-        );
-        let ctx = Context::new(&bundle.objects);
-        let mut out = Vec::new();
-        analyzer.analyze(&ctx, &mut out);
-        out
+        crate::testing::run_analyzer(analyzer, yaml)
     }
 
     /// `CODE name` for each diagnostic, sorted.

@@ -130,17 +130,7 @@ fn labels_text(labels: &BTreeMap<String, String>) -> String {
 
 #[cfg(test)]
 fn run(analyzer: &dyn Analyzer, yaml: &str) -> Vec<crate::Diagnostic> {
-    let bundle = crate::Bundle::load_str("t.yaml", yaml);
-    let errors: Vec<_> = bundle
-        .diagnostics
-        .iter()
-        .filter(|d| d.severity == crate::Severity::Error)
-        .collect();
-    assert!(errors.is_empty(), "fixture does not load: {errors:?}");
-    let ctx = Context::new(&bundle.objects);
-    let mut out = Vec::new();
-    analyzer.analyze(&ctx, &mut out);
-    out
+    crate::testing::run_analyzer(analyzer, yaml)
 }
 
 #[cfg(test)]

@@ -1,38 +1,10 @@
 use super::Cidr;
 use crate::Bundle;
-use crate::diag::{Diagnostic, Severity};
+use crate::diag::Severity;
 
-fn diags(yaml: &str) -> Vec<Diagnostic> {
-    let b = Bundle::load_str("t.yaml", yaml);
-    let load_errors: Vec<_> = b
-        .diagnostics
-        .iter()
-        .filter(|d| d.severity == Severity::Error)
-        .collect();
-    assert!(load_errors.is_empty(), "load errors: {load_errors:?}");
-    assert_eq!(b.objects.len(), 1);
-    crate::validate::validate(&b.objects[0])
-}
-
-fn errors(yaml: &str) -> Vec<(String, String)> {
-    diags(yaml)
-        .into_iter()
-        .filter(|d| d.severity == Severity::Error)
-        .map(|d| {
-            (
-                d.field.map(|f| f.to_string()).unwrap_or_default(),
-                d.message,
-            )
-        })
-        .collect()
-}
-
-fn assert_error(yaml: &str, field: &str, text: &str) {
-    let e = errors(yaml);
-    assert_eq!(e.len(), 1, "expected one error, got {e:?}");
-    assert_eq!(e[0].0, field, "{e:?}");
-    assert!(e[0].1.contains(text), "message {:?} lacks {text:?}", e[0].1);
-}
+use crate::testing::{
+    assert_one_error as assert_error, validate_one as diags, validation_errors as errors,
+};
 
 const SP: &str = "apiVersion: linkerd.io/v1alpha2\nkind: ServiceProfile\nmetadata: {name: books.booksapp.svc.cluster.local, namespace: booksapp}\nspec:\n";
 
