@@ -118,6 +118,8 @@ pub mod codes {
     pub const SKIPPED_KIND: &str = "WEFT0003";
     /// The same object (kind, namespace, name) defined twice.
     pub const DUPLICATE_OBJECT: &str = "WEFT0004";
+    /// An EnvoyFilter patch weft does not run (weft runs only local rate limiting patches).
+    pub const UNSUPPORTED_ENVOY_FILTER: &str = "WEFT0005";
     /// Istio's schema validation code; weft uses it for every schema and field error.
     pub const SCHEMA: &str = "IST0106";
     /// Istio's schema warning code.

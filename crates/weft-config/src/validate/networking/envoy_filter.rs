@@ -8,11 +8,19 @@ use crate::validate::rules::check_regex;
 
 const HCM: &str = "envoy.filters.network.http_connection_manager";
 
+/// The local rate limit HTTP filter, the one Envoy extension weft runs itself.
+const LOCAL_RATE_LIMIT: &str = "envoy.filters.http.local_ratelimit";
+
 pub fn envoy_filter(ef: &EnvoyFilter, r: &mut Report) {
     if !spec_present(r) {
         return;
     }
     let spec = spec();
+    for (i, cp) in ef.config_patches.iter().enumerate() {
+        if !is_local_rate_limit(cp) {
+            unsupported_patch(r, &spec.key("configPatches").index(i), cp);
+        }
+    }
     if let Some(ws) = &ef.workload_selector {
         check_selector_labels(r, &spec.key("workloadSelector").key("labels"), &ws.labels);
         if !ef.target_refs.is_empty() {
@@ -234,10 +242,35 @@ mod tests {
     }
 
     #[test]
-    fn local_rate_limit_shape_loads() {
-        assert_clean(&ef(
-            "  workloadSelector: {labels: {app: productpage}}\n  configPatches:\n  - applyTo: HTTP_FILTER\n    match:\n      context: SIDECAR_INBOUND\n      listener:\n        filterChain:\n          filter:\n            name: envoy.filters.network.http_connection_manager\n    patch:\n      operation: INSERT_BEFORE\n      value:\n        name: envoy.filters.http.local_ratelimit\n        typed_config:\n          \"@type\": type.googleapis.com/udpa.type.v1.TypedStruct\n          value: {stat_prefix: http_local_rate_limiter, token_bucket: {max_tokens: 4, tokens_per_fill: 4, fill_interval: 60s}}\n",
+    fn other_patches_are_reported_as_unsupported() {
+        let d = crate::testing::validate_one(&ef(
+            "  configPatches:\n  - applyTo: CLUSTER\n    patch:\n      operation: MERGE\n      value: {connect_timeout: 1s}\n",
         ));
+        assert_eq!(d.len(), 1, "{d:?}");
+        assert_eq!(d[0].code, "WEFT0005");
+        assert_eq!(d[0].severity, crate::Severity::Warning);
+        assert_eq!(
+            d[0].field.as_ref().unwrap().to_string(),
+            "spec.configPatches[0]"
+        );
+        assert!(
+            d[0].message.contains("Cluster Merge patch"),
+            "{}",
+            d[0].message
+        );
+    }
+
+    #[test]
+    fn local_rate_limit_shape_loads() {
+        let yaml = ef(
+            "  workloadSelector: {labels: {app: productpage}}\n  configPatches:\n  - applyTo: HTTP_FILTER\n    match:\n      context: SIDECAR_INBOUND\n      listener:\n        filterChain:\n          filter:\n            name: envoy.filters.network.http_connection_manager\n    patch:\n      operation: INSERT_BEFORE\n      value:\n        name: envoy.filters.http.local_ratelimit\n        typed_config:\n          \"@type\": type.googleapis.com/udpa.type.v1.TypedStruct\n          value: {stat_prefix: http_local_rate_limiter, token_bucket: {max_tokens: 4, tokens_per_fill: 4, fill_interval: 60s}}\n",
+        );
+        assert_clean(&yaml);
+        let unsupported: Vec<_> = crate::testing::validate_one(&yaml)
+            .into_iter()
+            .filter(|d| d.code == "WEFT0005")
+            .collect();
+        assert!(unsupported.is_empty(), "{unsupported:?}");
     }
 
     #[test]
@@ -278,4 +311,45 @@ mod tests {
             .is_empty()
         );
     }
+}
+
+/// Whether a patch is part of the local rate limiting shape Istio's docs teach: inserting
+/// the `local_ratelimit` HTTP filter, or merging its per-route/per-vhost config (with the
+/// route's `rate_limits` descriptors) into an HTTP_ROUTE or VIRTUAL_HOST.
+fn is_local_rate_limit(cp: &EnvoyConfigObjectPatch) -> bool {
+    let Some(patch) = &cp.patch else { return false };
+    let value = patch.value.as_ref();
+    match (cp.apply_to, patch.operation) {
+        (
+            Some(ApplyTo::HttpFilter),
+            Some(
+                PatchOperation::InsertBefore
+                | PatchOperation::InsertAfter
+                | PatchOperation::InsertFirst
+                | PatchOperation::Add,
+            ),
+        ) => value.and_then(|v| v.get("name")).and_then(|n| n.as_str()) == Some(LOCAL_RATE_LIMIT),
+        (Some(ApplyTo::HttpRoute | ApplyTo::VirtualHost), Some(PatchOperation::Merge)) => value
+            .and_then(|v| v.get("typed_per_filter_config"))
+            .and_then(|t| t.get(LOCAL_RATE_LIMIT))
+            .is_some(),
+        _ => false,
+    }
+}
+
+fn unsupported_patch(r: &mut Report, path: &FieldPath, cp: &EnvoyConfigObjectPatch) {
+    let what = match (cp.apply_to, cp.patch.as_ref().and_then(|p| p.operation)) {
+        (Some(a), Some(o)) => format!("{a:?} {o:?} patch"),
+        (Some(a), None) => format!("{a:?} patch"),
+        _ => "patch".to_string(),
+    };
+    r.push(
+        crate::diag::codes::UNSUPPORTED_ENVOY_FILTER,
+        crate::Severity::Warning,
+        path.clone(),
+        format!("unsupported EnvoyFilter {what}: weft is not Envoy and ignores it"),
+    )
+    .hint(format!(
+        "weft runs only local rate limiting EnvoyFilters ({LOCAL_RATE_LIMIT}); express the rest with VirtualService, DestinationRule or Telemetry"
+    ));
 }
