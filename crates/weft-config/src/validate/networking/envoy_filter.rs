@@ -231,6 +231,47 @@ fn patch(r: &mut Report, p: &FieldPath, cp: &EnvoyConfigObjectPatch) {
     }
 }
 
+/// Whether a patch is part of the local rate limiting shape Istio's docs teach: inserting
+/// the `local_ratelimit` HTTP filter, or merging its per-route/per-vhost config (with the
+/// route's `rate_limits` descriptors) into an HTTP_ROUTE or VIRTUAL_HOST.
+fn is_local_rate_limit(cp: &EnvoyConfigObjectPatch) -> bool {
+    let Some(patch) = &cp.patch else { return false };
+    let value = patch.value.as_ref();
+    match (cp.apply_to, patch.operation) {
+        (
+            Some(ApplyTo::HttpFilter),
+            Some(
+                PatchOperation::InsertBefore
+                | PatchOperation::InsertAfter
+                | PatchOperation::InsertFirst
+                | PatchOperation::Add,
+            ),
+        ) => value.and_then(|v| v.get("name")).and_then(|n| n.as_str()) == Some(LOCAL_RATE_LIMIT),
+        (Some(ApplyTo::HttpRoute | ApplyTo::VirtualHost), Some(PatchOperation::Merge)) => value
+            .and_then(|v| v.get("typed_per_filter_config"))
+            .and_then(|t| t.get(LOCAL_RATE_LIMIT))
+            .is_some(),
+        _ => false,
+    }
+}
+
+fn unsupported_patch(r: &mut Report, path: &FieldPath, cp: &EnvoyConfigObjectPatch) {
+    let what = match (cp.apply_to, cp.patch.as_ref().and_then(|p| p.operation)) {
+        (Some(a), Some(o)) => format!("{a:?} {o:?} patch"),
+        (Some(a), None) => format!("{a:?} patch"),
+        _ => "patch".to_string(),
+    };
+    r.push(
+        crate::diag::codes::UNSUPPORTED_ENVOY_FILTER,
+        crate::Severity::Warning,
+        path.clone(),
+        format!("unsupported EnvoyFilter {what}: weft is not Envoy and ignores it"),
+    )
+    .hint(format!(
+        "weft runs only local rate limiting EnvoyFilters ({LOCAL_RATE_LIMIT}); express the rest with VirtualService, DestinationRule or Telemetry"
+    ));
+}
+
 #[cfg(test)]
 mod tests {
     use crate::validate::networking::test_util::*;
@@ -311,45 +352,4 @@ mod tests {
             .is_empty()
         );
     }
-}
-
-/// Whether a patch is part of the local rate limiting shape Istio's docs teach: inserting
-/// the `local_ratelimit` HTTP filter, or merging its per-route/per-vhost config (with the
-/// route's `rate_limits` descriptors) into an HTTP_ROUTE or VIRTUAL_HOST.
-fn is_local_rate_limit(cp: &EnvoyConfigObjectPatch) -> bool {
-    let Some(patch) = &cp.patch else { return false };
-    let value = patch.value.as_ref();
-    match (cp.apply_to, patch.operation) {
-        (
-            Some(ApplyTo::HttpFilter),
-            Some(
-                PatchOperation::InsertBefore
-                | PatchOperation::InsertAfter
-                | PatchOperation::InsertFirst
-                | PatchOperation::Add,
-            ),
-        ) => value.and_then(|v| v.get("name")).and_then(|n| n.as_str()) == Some(LOCAL_RATE_LIMIT),
-        (Some(ApplyTo::HttpRoute | ApplyTo::VirtualHost), Some(PatchOperation::Merge)) => value
-            .and_then(|v| v.get("typed_per_filter_config"))
-            .and_then(|t| t.get(LOCAL_RATE_LIMIT))
-            .is_some(),
-        _ => false,
-    }
-}
-
-fn unsupported_patch(r: &mut Report, path: &FieldPath, cp: &EnvoyConfigObjectPatch) {
-    let what = match (cp.apply_to, cp.patch.as_ref().and_then(|p| p.operation)) {
-        (Some(a), Some(o)) => format!("{a:?} {o:?} patch"),
-        (Some(a), None) => format!("{a:?} patch"),
-        _ => "patch".to_string(),
-    };
-    r.push(
-        crate::diag::codes::UNSUPPORTED_ENVOY_FILTER,
-        crate::Severity::Warning,
-        path.clone(),
-        format!("unsupported EnvoyFilter {what}: weft is not Envoy and ignores it"),
-    )
-    .hint(format!(
-        "weft runs only local rate limiting EnvoyFilters ({LOCAL_RATE_LIMIT}); express the rest with VirtualService, DestinationRule or Telemetry"
-    ));
 }
