@@ -1,0 +1,140 @@
+//! Listeners: where the proxy accepts connections and what it does with each.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::duration;
+use crate::route::{TokenBucket, WeightedCluster};
+
+/// A socket the proxy listens on.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Listener {
+    /// Stable name: `outbound`, `inbound`, `outbound-http-proxy`, `gateway-8080`,
+    /// `outbound-tcp|5432|db.shop.svc.cluster.local`.
+    pub name: String,
+    pub address: SocketAddr,
+    pub direction: Direction,
+    pub capture: Capture,
+    /// Chains in order; the first whose match accepts the connection handles it.
+    pub chains: Vec<FilterChain>,
+    /// For connections no chain accepts.
+    pub fallback: Fallback,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Direction {
+    /// Traffic from the local workload to others.
+    Outbound,
+    /// Traffic from others to the local workload.
+    Inbound,
+    /// Traffic entering (or leaving) the mesh through a gateway.
+    Gateway,
+}
+
+/// How connections reach the listener.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Capture {
+    /// iptables REDIRECT: the destination the client dialled is read with SO_ORIGINAL_DST
+    /// and chains match on it.
+    Transparent,
+    /// Clients dial the listener itself; chains match on the listener's own port.
+    Explicit,
+}
+
+/// What happens to connections no chain accepts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Fallback {
+    /// Connect to the original destination unchanged (`outboundTrafficPolicy: ALLOW_ANY`).
+    Passthrough,
+    /// Refuse: close TCP, answer HTTP with 502 (`REGISTRY_ONLY`), naming why.
+    Blackhole { reason: String },
+}
+
+/// Which connections a chain takes.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ChainMatch {
+    /// The destination port (original destination under transparent capture); none = any.
+    pub destination_port: Option<u16>,
+    /// Destination addresses or CIDRs (`10.0.0.5`, `10.0.0.0/24`); empty = any.
+    pub destination_addresses: Vec<String>,
+    /// TLS SNI names (exact or `*.example.com`); empty = any (or not TLS).
+    pub server_names: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FilterChain {
+    pub name: String,
+    #[serde(default)]
+    pub r#match: ChainMatch,
+    pub protocol: ChainProtocol,
+}
+
+/// What a chain speaks and does. `Detect` sniffs the first bytes (with a short timeout)
+/// and picks HTTP or TCP; server-first protocols time out into TCP.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ChainProtocol {
+    Http(HttpChain),
+    Tcp(TcpChain),
+    /// TLS not terminated: route by SNI (Istio `tls` routes, gateway PASSTHROUGH).
+    TlsPassthrough(TlsPassthroughChain),
+    Detect {
+        http: HttpChain,
+        tcp: TcpChain,
+        #[serde(with = "duration::required")]
+        timeout: Duration,
+    },
+}
+
+/// HTTP/1.1 and HTTP/2 (h2c prior knowledge or detected), routed by a route table.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpChain {
+    pub route_table: String,
+    /// Accept absolute-form requests (`GET http://cart:3002/x`) as an HTTP proxy does, so
+    /// applications can use `HTTP_PROXY`.
+    pub http_proxy: bool,
+    /// Local rate limit for everything on this chain (EnvoyFilter local_ratelimit on the
+    /// HTTP filter chain).
+    pub rate_limit: Option<TokenBucket>,
+    /// `x-weft-*` and `x-envoy-*` request headers from outside are stripped on inbound and
+    /// gateway chains: they steer the proxy and must not be spoofable.
+    pub trust_control_headers: bool,
+}
+
+/// Opaque TCP to weighted clusters.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TcpChain {
+    /// Empty means: connect to the original destination.
+    pub clusters: Vec<WeightedCluster>,
+    #[serde(with = "duration::optional", skip_serializing_if = "Option::is_none")]
+    pub idle_timeout: Option<Duration>,
+    /// Which object chose this route, for errors and `weft why`.
+    pub origin: Option<crate::Origin>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsPassthroughChain {
+    /// First match wins.
+    pub routes: Vec<SniRoute>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SniRoute {
+    /// Exact names or `*.example.com` (which also matches `example.com`, as Istio's
+    /// `sniHosts` do); empty = any SNI.
+    pub server_names: Vec<String>,
+    pub clusters: Vec<WeightedCluster>,
+    pub origin: Option<crate::Origin>,
+}
