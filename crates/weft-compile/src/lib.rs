@@ -1,5 +1,310 @@
-//! weft-compile: `compile(&Snapshot, &Registry, &ProxyId) -> ProxyConfig`, where every
-//! Istio / Gateway API / Linkerd traffic rule is implemented once. Pure and deterministic.
+//! weft-compile: `compile(snapshot, registry, proxy id) -> ProxyConfig`.
 //!
-//! The compiler arrives with the data plane (issue #3); until then this crate is
-//! intentionally empty.
+//! Every Istio, Gateway API and Linkerd traffic rule is implemented here, once: short-name
+//! resolution, exportTo and Sidecar scoping, DestinationRule lookup and merging, route
+//! order, defaults. The function is pure and deterministic (same input, byte-identical
+//! output), does no I/O and never panics on valid config; what the proxy receives needs no
+//! further interpretation.
+
+// `load_registry` / `parse_registry` return weft-config's whole Diagnostic (message, hint,
+// span), built on the cold path only; boxing it would add noise for no gain.
+#![allow(clippy::result_large_err)]
+
+mod context;
+mod destination;
+mod gateway;
+mod gateway_api;
+mod http_route;
+mod inbound;
+mod input;
+mod linkerd;
+mod listeners;
+mod order;
+mod ratelimit;
+mod registry;
+mod retry;
+mod routes;
+mod scope;
+
+pub use gateway_api::gateway::GATEWAY_NAME_LABEL;
+pub use input::{InboundPort, ProxySettings, Registry, TcpUpstream, WorkloadInstance};
+pub use registry::{Protocol, Service, ServiceIndex};
+pub use routes::{HostPort, HostRoutes, HttpRoutes, TcpTarget};
+
+use weft_api::{
+    Cluster, ConnectionLimits, Discovery, LbPolicy, Node, NodeKind, ProxyConfig, RouteAction,
+    UpstreamProtocol, UpstreamTls,
+};
+use weft_config::Object;
+use weft_config::kinds::istio::MeshConfig;
+
+/// The configuration a proxy's config is compiled from.
+pub struct Snapshot<'a> {
+    pub objects: &'a [Object],
+    pub mesh: MeshConfig,
+}
+
+impl<'a> Snapshot<'a> {
+    /// A snapshot whose mesh config comes from the objects (an `istio` ConfigMap or an
+    /// IstioOperator) or Istio's defaults.
+    pub fn new(objects: &'a [Object]) -> Snapshot<'a> {
+        Snapshot {
+            objects,
+            mesh: MeshConfig::from_objects(objects),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CompileError {
+    #[error("no workload instance `{id}` in the registry (known: {known}); check --id")]
+    UnknownProxy { id: String, known: String },
+    #[error("workload instance `{id}` runs no proxy (its registry entry has no `proxy` settings)")]
+    NoProxy { id: String },
+}
+
+/// Compile the config of one proxy, identified by its workload instance's
+/// [`WorkloadInstance::proxy_id`] (`name.namespace`).
+///
+/// Config that cannot apply (a destination that does not exist, an unsupported EnvoyFilter,
+/// a VirtualService losing a host conflict) is skipped: reporting it is `analyze`'s job.
+pub fn compile(
+    snapshot: &Snapshot<'_>,
+    registry: &Registry,
+    proxy_id: &str,
+) -> Result<ProxyConfig, CompileError> {
+    let Some(instance) = registry.instances.iter().find(|i| i.proxy_id() == proxy_id) else {
+        let mut known: Vec<String> = registry
+            .instances
+            .iter()
+            .map(WorkloadInstance::proxy_id)
+            .collect();
+        known.sort();
+        return Err(CompileError::UnknownProxy {
+            id: proxy_id.to_string(),
+            known: known.join(", "),
+        });
+    };
+    let Some(proxy) = &instance.proxy else {
+        return Err(CompileError::NoProxy {
+            id: proxy_id.to_string(),
+        });
+    };
+    let mesh = &snapshot.mesh;
+    let index = ServiceIndex::build(
+        snapshot.objects,
+        registry,
+        &mesh.default_service_export_to(),
+        mesh.trust_domain(),
+    );
+    let is_gateway = matches!(proxy, ProxySettings::Gateway { .. });
+    let ctx = context::Ctx::new(snapshot, &index, instance, is_gateway);
+    let mut cfg = ProxyConfig {
+        version: String::new(),
+        node: Node {
+            id: proxy_id.to_string(),
+            namespace: instance.namespace.clone(),
+            workload: if instance.workload.is_empty() {
+                instance.name.clone()
+            } else {
+                instance.workload.clone()
+            },
+            labels: instance.labels.clone(),
+            service_account: instance.service_account.clone(),
+            trust_domain: mesh.trust_domain().to_string(),
+            kind: if is_gateway {
+                NodeKind::Gateway
+            } else {
+                NodeKind::Sidecar
+            },
+        },
+        ..Default::default()
+    };
+    outbound_clusters(&ctx, &mut cfg);
+    match proxy {
+        ProxySettings::Transparent { outbound, inbound } => {
+            let routes = routes::sidecar_host_routes(&ctx);
+            listeners::transparent_outbound(&ctx, &routes, *outbound, &mut cfg);
+            listeners::transparent_inbound(&ctx, *inbound, &mut cfg);
+        }
+        ProxySettings::Explicit {
+            outbound_http_proxy,
+            tcp_upstreams,
+            inbound,
+        } => {
+            let routes = routes::sidecar_host_routes(&ctx);
+            listeners::explicit_outbound(
+                &ctx,
+                &routes,
+                *outbound_http_proxy,
+                tcp_upstreams,
+                &mut cfg,
+            );
+            listeners::explicit_inbound(&ctx, inbound, &mut cfg);
+        }
+        ProxySettings::Gateway { ports } => {
+            gateway::build(&ctx, ports, &mut cfg);
+            gateway_api::gateway::build(&ctx, ports, &mut cfg);
+        }
+    }
+    gateway_api::grpc_upstreams(&mut cfg);
+    ratelimit::apply(&ctx, &mut cfg);
+    finish(&mut cfg);
+    Ok(cfg)
+}
+
+/// A cluster per visible service port, one per DestinationRule subset too, plus the
+/// passthrough and blackhole clusters.
+fn outbound_clusters(ctx: &context::Ctx, cfg: &mut ProxyConfig) {
+    for svc in &ctx.services {
+        let rule = ctx.rule_for(svc);
+        for port in &svc.ports {
+            cfg.clusters.push(destination::build_cluster(
+                svc,
+                port.number,
+                None,
+                rule.as_ref(),
+                ctx.mesh,
+            ));
+            for subset in rule.iter().flat_map(|r| r.subsets.iter()) {
+                cfg.clusters.push(destination::build_cluster(
+                    svc,
+                    port.number,
+                    Some(subset),
+                    rule.as_ref(),
+                    ctx.mesh,
+                ));
+            }
+        }
+    }
+    let special = |name: &str, discovery: Discovery| Cluster {
+        name: name.to_string(),
+        service: None,
+        policy_origin: None,
+        discovery,
+        endpoints: Vec::new(),
+        lb: LbPolicy::LeastRequest,
+        connect_timeout: ctx.mesh.connect_timeout(),
+        limits: ConnectionLimits::default(),
+        max_requests_per_connection: 0,
+        idle_timeout: Some(std::time::Duration::from_secs(3600)),
+        tcp_keepalive: None,
+        outlier_detection: None,
+        protocol: UpstreamProtocol::SameAsDownstream,
+        tls: UpstreamTls::Disabled,
+    };
+    cfg.clusters.push(special(
+        listeners::PASSTHROUGH_CLUSTER,
+        Discovery::OriginalDestination,
+    ));
+    cfg.clusters
+        .push(special(listeners::BLACKHOLE_CLUSTER, Discovery::Blackhole));
+}
+
+/// Cross-cutting fix-ups, deterministic order and the version hash.
+fn finish(cfg: &mut ProxyConfig) {
+    // Retrying on another host defeats consistent hashing: Istio drops the
+    // previous-hosts predicate when a destination hashes.
+    let hashing: std::collections::BTreeSet<String> = cfg
+        .clusters
+        .iter()
+        .filter(|c| matches!(c.lb, LbPolicy::RingHash { .. } | LbPolicy::Maglev { .. }))
+        .map(|c| c.name.clone())
+        .collect();
+    for table in &mut cfg.route_tables {
+        for vh in &mut table.virtual_hosts {
+            for r in &mut vh.routes {
+                if let RouteAction::Forward(f) = &mut r.action
+                    && f.clusters.iter().any(|c| hashing.contains(&c.cluster))
+                    && let Some(retry) = &mut f.retry
+                {
+                    retry.other_host = false;
+                }
+            }
+        }
+    }
+    cfg.listeners.sort_by(|a, b| a.name.cmp(&b.name));
+    cfg.route_tables.sort_by(|a, b| a.name.cmp(&b.name));
+    cfg.route_tables.dedup_by(|a, b| a.name == b.name);
+    cfg.clusters.sort_by(|a, b| a.name.cmp(&b.name));
+    cfg.clusters.dedup_by(|a, b| a.name == b.name);
+    cfg.version = version_of(cfg);
+}
+
+/// FNV-1a (64 bit) of the JSON of everything but the version.
+fn version_of(cfg: &ProxyConfig) -> String {
+    let mut copy = cfg.clone();
+    copy.version = String::new();
+    let json = serde_json::to_string(&copy).unwrap_or_default();
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in json.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("{h:016x}")
+}
+
+/// Read a registry file (YAML or JSON), reporting errors at file:line:col.
+pub fn load_registry(path: &std::path::Path) -> Result<Registry, weft_config::Diagnostic> {
+    use weft_config::diag::codes;
+    let name = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        weft_config::Diagnostic::error(
+            codes::UNREADABLE,
+            format!("cannot read registry {name}: {e}"),
+        )
+    })?;
+    parse_registry(&name, &text)
+}
+
+/// Parse registry YAML text.
+pub fn parse_registry(name: &str, text: &str) -> Result<Registry, weft_config::Diagnostic> {
+    use weft_config::diag::codes;
+    let file = std::sync::Arc::new(weft_config::source::SourceFile {
+        name: name.to_string(),
+        text: text.to_string(),
+    });
+    let docs = weft_config::yaml::parse_documents(&file)
+        .map_err(|e| weft_config::Diagnostic::error(codes::SYNTAX, e.message).with_span(e.span))?;
+    let Some(doc) = docs.first() else {
+        return Ok(Registry::default());
+    };
+    weft_config::de::from_node(doc, &weft_config::FieldPath::root()).map_err(|e| {
+        let mut d = weft_config::Diagnostic::error(codes::SCHEMA, e.to_string());
+        d.hint = e.hint;
+        d.span = e.span;
+        d
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn registry_parses_with_positions() {
+        let r = parse_registry(
+            "r.yaml",
+            "instances:\n- name: cart-0\n  namespace: shop\n  address: 127.0.0.3\n  labels: {app: cart}\n  proxy:\n    capture: explicit\n    outboundHttpProxy: 127.0.0.3:15001\n    inbound: [{port: 3002, bind: '127.0.0.3:3002', app: '127.0.0.3:13002'}]\n",
+        )
+        .unwrap();
+        let i = &r.instances[0];
+        assert_eq!(i.proxy_id(), "cart-0.shop");
+        assert_eq!(i.service_account, "default");
+        assert!(
+            matches!(&i.proxy, Some(ProxySettings::Explicit { inbound, .. }) if inbound[0].app.port() == 13002)
+        );
+        let e = parse_registry(
+            "r.yaml",
+            "instances:\n- name: a\n  namespace: n\n  adress: 1.2.3.4\n",
+        )
+        .unwrap_err();
+        assert!(
+            e.message.contains("unknown field `adress`"),
+            "{}",
+            e.message
+        );
+        assert_eq!(e.hint.as_deref(), Some("did you mean `address`?"));
+        assert_eq!(e.span.unwrap().start.line, 4);
+    }
+}

@@ -1,5 +1,13 @@
-//! weft-testkit (dev only): in-process control plane, fake CA, echo/HTTP/gRPC test servers
-//! and the network-namespace harness.
+//! weft-testkit (dev only): test servers and config fixtures for weft's tests.
 //!
-//! It grows with the data plane and control plane (issues #3, #4); until then this crate is
-//! intentionally empty.
+//! - [`echo::EchoServer`]: HTTP/1.1 + h2c server that reports what it received and can be
+//!   told, per request, to delay, fail, reset, stream or upgrade.
+//! - [`tcp::TcpEchoServer`]: echoes bytes.
+//! - [`client::TestClient`]: a small HTTP/1.1 / h2c client that collects whole responses.
+//! - [`fixtures`]: concise builders for `ProxyConfig` pieces.
+
+pub mod body;
+pub mod client;
+pub mod echo;
+pub mod fixtures;
+pub mod tcp;

@@ -22,11 +22,14 @@ struct Cli {
 enum Command {
     /// Validate and analyze mesh configuration (Istio, Gateway API, Linkerd/SMI, Kubernetes).
     Analyze(cmd::analyze::Args),
+    /// Run a proxy from a config directory and a registry, recompiling when they change.
+    Proxy(cmd::proxy::Args),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Analyze(args) => cmd::analyze::run(args),
+        Command::Proxy(args) => cmd::proxy::run(args),
     }
 }

@@ -1,0 +1,27 @@
+//! Deterministic ordering of configuration objects: Istio resolves conflicts by creation
+//! time, then by name; objects without a `creationTimestamp` (files) sort first, by
+//! namespace and name.
+
+use weft_config::Object;
+
+/// `metadata.creationTimestamp` as written (RFC 3339 sorts as text), or "".
+pub fn created(o: &Object) -> String {
+    o.node
+        .get("metadata")
+        .and_then(|m| m.get("creationTimestamp"))
+        .and_then(|t| t.as_str())
+        .unwrap_or("")
+        .to_string()
+}
+
+/// The sort key: creation time, namespace, name.
+pub fn age_key(o: &Object) -> (String, String, String) {
+    (created(o), o.namespace().to_string(), o.name().to_string())
+}
+
+/// Objects oldest first.
+pub fn by_age(objects: &[Object]) -> Vec<&Object> {
+    let mut v: Vec<&Object> = objects.iter().collect();
+    v.sort_by_cached_key(|o| age_key(o));
+    v
+}

@@ -1,0 +1,362 @@
+//! The admin endpoint (Envoy/Istio's shape, on `--admin`, 127.0.0.1:15000 by default):
+//!
+//! - `GET /ready`: 200 once the first config is applied, 503 with the reason before that
+//!   and while draining.
+//! - `GET /live`: 200 while the process runs.
+//! - `GET /config_dump`: the live `ProxyConfig` as JSON with its version, when it was
+//!   applied, the bound listeners and the last rejected config's error.
+//! - `GET /stats/prometheus`: the edge counters (connections, rejected configs, ...).
+//! - `POST /quitquitquit`: drain with the configured grace, then exit.
+//! - `GET /logging`, `POST /logging?level=debug`: show or change the log filter.
+
+use std::convert::Infallible;
+use std::fmt::Write;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use http::{Method, Request, Response, StatusCode, header};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpListener;
+use tracing::{Instrument, debug, info, info_span, warn};
+
+use crate::app::Inner;
+
+/// Changes the process's log filter at runtime (the binary implements it with
+/// tracing-subscriber's reload handle; the library does not pick a subscriber).
+pub trait LogControl: Send + Sync {
+    /// The filter in force, e.g. `info,weft_proxy=debug`.
+    fn current(&self) -> String;
+    /// Replace the filter; the error says what is wrong with `filter`.
+    fn set(&self, filter: &str) -> Result<(), String>;
+}
+
+type Body = Full<Bytes>;
+
+pub(crate) fn spawn(listener: TcpListener, inner: Arc<Inner>) {
+    let span = info_span!("admin");
+    tokio::spawn(
+        async move {
+            let done = inner.clone();
+            tokio::select! {
+                () = accept_loop(listener, inner) => {}
+                () = done.stopped() => debug!("admin stopped"),
+            }
+        }
+        .instrument(span),
+    );
+}
+
+async fn accept_loop(listener: TcpListener, inner: Arc<Inner>) {
+    loop {
+        let (stream, peer) = match listener.accept().await {
+            Ok(a) => a,
+            Err(e) => {
+                warn!(error = %e, "admin accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let inner = inner.clone();
+        tokio::spawn(async move {
+            let svc = service_fn(move |req| {
+                let inner = inner.clone();
+                async move { Ok::<_, Infallible>(handle(req, &inner).await) }
+            });
+            let conn = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), svc);
+            if let Err(e) = conn.await {
+                debug!(%peer, error = %e, "admin connection error");
+            }
+        });
+    }
+}
+
+async fn handle(req: Request<Incoming>, inner: &Arc<Inner>) -> Response<Body> {
+    let path = req.uri().path();
+    match (req.method(), path) {
+        (&Method::GET | &Method::HEAD, "/ready") => ready(inner),
+        (&Method::GET | &Method::HEAD, "/live") => text(StatusCode::OK, "live\n".into()),
+        (&Method::GET, "/config_dump") => config_dump(inner),
+        (&Method::GET, "/stats/prometheus" | "/stats") => stats(inner),
+        (&Method::POST, "/quitquitquit") => quit(inner),
+        (&Method::GET, "/logging") => logging_get(inner),
+        (&Method::POST | &Method::PUT, "/logging") => logging_set(inner, req.uri().query()),
+        (
+            _,
+            "/ready" | "/live" | "/config_dump" | "/stats/prometheus" | "/stats" | "/quitquitquit"
+            | "/logging",
+        ) => text(
+            StatusCode::METHOD_NOT_ALLOWED,
+            format!("{} does not take {}\n", path, req.method()),
+        ),
+        _ => text(
+            StatusCode::NOT_FOUND,
+            "not found; endpoints: /ready /live /config_dump /stats/prometheus \
+             /quitquitquit (POST) /logging[?level=FILTER] (POST to change)\n"
+                .into(),
+        ),
+    }
+}
+
+fn ready(inner: &Inner) -> Response<Body> {
+    let status = inner.status.borrow();
+    if status.ready {
+        return text(StatusCode::OK, "ready\n".into());
+    }
+    let mut reason = if status.draining {
+        "not ready: draining".to_string()
+    } else {
+        "not ready: no config applied yet (waiting for the config source)".to_string()
+    };
+    if let (false, Some(r)) = (status.draining, &status.rejected) {
+        let _ = write!(reason, "; last config rejected: {}", r.error);
+    }
+    reason.push('\n');
+    text(StatusCode::SERVICE_UNAVAILABLE, reason)
+}
+
+fn config_dump(inner: &Inner) -> Response<Body> {
+    let rt = inner.rt.load();
+    let status = inner.status.borrow().clone();
+    let dump = serde_json::json!({
+        "version": status.applied.as_ref().map(|a| a.version.clone()),
+        "applied_at": status.applied.as_ref().map(|a| rfc3339(a.at)),
+        "ready": status.ready,
+        "draining": status.draining,
+        "listeners": status.listeners,
+        "last_rejected": status.rejected,
+        "configs_applied": status.applied_total,
+        "configs_rejected": status.rejected_total,
+        "config": &*rt.config,
+    });
+    match serde_json::to_vec_pretty(&dump) {
+        Ok(body) => Response::builder()
+            .status(StatusCode::OK)
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Full::new(Bytes::from(body)))
+            .unwrap_or_else(|_| text(StatusCode::INTERNAL_SERVER_ERROR, "dump failed\n".into())),
+        Err(e) => text(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("cannot serialize the config: {e}\n"),
+        ),
+    }
+}
+
+fn stats(inner: &Inner) -> Response<Body> {
+    let s = &inner.shared.stats;
+    let status = inner.status.borrow();
+    let load = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
+    let rows: [(&str, &str, &str, u64); 8] = [
+        (
+            "weft_config_applied_total",
+            "counter",
+            "Configs applied.",
+            status.applied_total,
+        ),
+        (
+            "weft_config_rejected_total",
+            "counter",
+            "Configs rejected (the previous one stayed in force).",
+            status.rejected_total,
+        ),
+        (
+            "weft_downstream_connections_total",
+            "counter",
+            "Connections accepted.",
+            load(&s.connections_total),
+        ),
+        (
+            "weft_downstream_connections_active",
+            "gauge",
+            "Connections open.",
+            inner.shared.tracker.active() as u64,
+        ),
+        (
+            "weft_downstream_connection_errors_total",
+            "counter",
+            "Connections that ended with an error.",
+            load(&s.connection_errors_total),
+        ),
+        (
+            "weft_blackholed_connections_total",
+            "counter",
+            "Connections no chain took, closed by a Blackhole fallback.",
+            load(&s.blackholed_total),
+        ),
+        (
+            "weft_passthrough_loops_total",
+            "counter",
+            "Passthrough connections refused because they would dial the proxy itself.",
+            load(&s.passthrough_loops_total),
+        ),
+        (
+            "weft_protocol_detection_timeouts_total",
+            "counter",
+            "Connections whose client sent nothing before the detection timeout.",
+            load(&s.detect_timeouts_total),
+        ),
+    ];
+    let mut out = String::new();
+    for (name, kind, help, value) in rows {
+        let _ = writeln!(
+            out,
+            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
+        );
+    }
+    let mut resp = text(StatusCode::OK, out);
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        http::HeaderValue::from_static("text/plain; version=0.0.4"),
+    );
+    resp
+}
+
+fn quit(inner: &Arc<Inner>) -> Response<Body> {
+    let grace = inner.options.drain_grace;
+    info!("/quitquitquit: draining");
+    tokio::spawn(inner.clone().drain(grace));
+    text(
+        StatusCode::OK,
+        format!("draining; exiting within {}s\n", grace.as_secs_f64()),
+    )
+}
+
+fn logging_get(inner: &Inner) -> Response<Body> {
+    match &inner.options.log_control {
+        Some(control) => text(StatusCode::OK, format!("{}\n", control.current())),
+        None => no_log_control(),
+    }
+}
+
+fn logging_set(inner: &Inner, query: Option<&str>) -> Response<Body> {
+    let Some(control) = &inner.options.log_control else {
+        return no_log_control();
+    };
+    let Some(level) = query_param(query.unwrap_or(""), "level") else {
+        return text(
+            StatusCode::BAD_REQUEST,
+            "missing ?level=FILTER (e.g. debug, or info,weft_proxy=debug)\n".into(),
+        );
+    };
+    match control.set(&level) {
+        Ok(()) => {
+            info!(filter = %level, "log filter changed");
+            text(StatusCode::OK, format!("{}\n", control.current()))
+        }
+        Err(e) => text(
+            StatusCode::BAD_REQUEST,
+            format!("invalid log filter {level:?}: {e}\n"),
+        ),
+    }
+}
+
+fn no_log_control() -> Response<Body> {
+    text(
+        StatusCode::NOT_IMPLEMENTED,
+        "log level control is not available in this process\n".into(),
+    )
+}
+
+fn text(status: StatusCode, body: String) -> Response<Body> {
+    let mut resp = Response::new(Full::new(Bytes::from(body)));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        http::HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    resp
+}
+
+/// The (percent-decoded) value of `key` in a query string.
+fn query_param(query: &str, key: &str) -> Option<String> {
+    query.split('&').find_map(|pair| {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        (k == key).then(|| percent_decode(v))
+    })
+}
+
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = |b: u8| (b as char).to_digit(16);
+        match bytes[i] {
+            b'%' if i + 2 < bytes.len() => match (hex(bytes[i + 1]), hex(bytes[i + 2])) {
+                (Some(h), Some(l)) => {
+                    out.push((h * 16 + l) as u8);
+                    i += 3;
+                    continue;
+                }
+                _ => out.push(b'%'),
+            },
+            b'+' => out.push(b' '),
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+pub(crate) fn serialize_time<S: serde::Serializer>(
+    t: &SystemTime,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&rfc3339(*t))
+}
+
+/// `2024-05-01T12:34:56.789Z` (UTC), without a date crate.
+pub fn rfc3339(t: SystemTime) -> String {
+    let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let secs = d.as_secs();
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    // Howard Hinnant's civil-from-days.
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60,
+        d.subsec_millis()
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn rfc3339_dates() {
+        assert_eq!(rfc3339(UNIX_EPOCH), "1970-01-01T00:00:00.000Z");
+        let t = UNIX_EPOCH + Duration::from_millis(1_709_210_096_250);
+        assert_eq!(rfc3339(t), "2024-02-29T12:34:56.250Z");
+    }
+
+    #[test]
+    fn query_params() {
+        assert_eq!(
+            query_param("level=debug", "level").as_deref(),
+            Some("debug")
+        );
+        assert_eq!(
+            query_param("x=1&level=info%2Cweft_proxy%3Ddebug", "level").as_deref(),
+            Some("info,weft_proxy=debug")
+        );
+        assert_eq!(query_param("levels=x", "level"), None);
+        assert_eq!(percent_decode("%zz%4"), "%zz%4");
+    }
+}

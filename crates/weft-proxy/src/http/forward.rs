@@ -1,0 +1,312 @@
+//! Forwarding a routed request to a cluster: destination choice, the upstream request,
+//! retries within the route timeout, mirrors and protocol upgrades.
+
+use std::time::Duration;
+
+use http::header::{self, HeaderValue};
+use http::{HeaderMap, Request, Response, Uri, Version};
+use hyper::body::Incoming;
+use tokio::time::Instant;
+use weft_api::{Forward, RetryPolicy, WeightedCluster};
+
+use super::body::{self, Guarded, ProxyBody, REPLAY_LIMIT};
+use super::body_tee::SharedBody;
+use super::headers;
+use super::mirror;
+use super::proxy::Downstream;
+use super::retry::{self, Attempt};
+use crate::error::ProxyError;
+use crate::runtime::Runtime;
+use crate::upstream::{ClusterState, Proto, lb};
+
+/// What was decided about the upstream request before any attempt.
+pub struct Plan<'a> {
+    pub route_name: &'a str,
+    pub forward: &'a Forward,
+    pub destination: &'a WeightedCluster,
+    /// Path (rewritten) and query.
+    pub path_and_query: String,
+    /// Authority to send (rewritten or the downstream one).
+    pub authority: String,
+}
+
+/// Chooses a destination by weight; none when every weight is zero.
+pub fn choose_destination(clusters: &[WeightedCluster]) -> Option<&WeightedCluster> {
+    let total: u64 = clusters.iter().map(|c| u64::from(c.weight)).sum();
+    if total == 0 {
+        return None;
+    }
+    let mut roll = fastrand::u64(..total);
+    clusters.iter().find(|c| {
+        let w = u64::from(c.weight);
+        if roll < w {
+            true
+        } else {
+            roll -= w;
+            false
+        }
+    })
+}
+
+/// The request head sent upstream (per attempt, with a fresh body).
+#[derive(Clone)]
+struct Head {
+    method: http::Method,
+    uri_h1: Uri,
+    uri_h2: Uri,
+    headers: HeaderMap,
+}
+
+impl Head {
+    fn request(&self, proto: Proto, body: ProxyBody) -> Request<ProxyBody> {
+        let mut req = Request::new(body);
+        *req.method_mut() = self.method.clone();
+        *req.headers_mut() = self.headers.clone();
+        match proto {
+            Proto::Http1 => {
+                *req.uri_mut() = self.uri_h1.clone();
+                *req.version_mut() = Version::HTTP_11;
+            }
+            Proto::Http2 => {
+                *req.uri_mut() = self.uri_h2.clone();
+                *req.version_mut() = Version::HTTP_2;
+                // `:authority` carries it; a Host header too would be a protocol error.
+                req.headers_mut().remove(header::HOST);
+            }
+        }
+        req
+    }
+}
+
+fn upstream_headers(
+    mut headers: HeaderMap,
+    plan: &Plan<'_>,
+    route: &weft_api::Route,
+    ds: &Downstream<'_>,
+    upgrade: bool,
+) -> Result<HeaderMap, ProxyError> {
+    headers::strip_hop_by_hop(&mut headers, upgrade);
+    // The proxy answered `Expect: 100-continue` itself (as Envoy does by default).
+    headers.remove(header::EXPECT);
+    headers::apply_ops(&mut headers, &route.request_headers);
+    headers::apply_ops(&mut headers, &plan.destination.request_headers);
+    let host = HeaderValue::from_str(&plan.authority).map_err(|_| ProxyError::BadRequest {
+        detail: format!("authority {:?} is not a valid Host header", plan.authority),
+    })?;
+    headers.insert(header::HOST, host);
+    if ds.conn.direction != weft_api::Direction::Outbound {
+        // Sidecar outbound traffic comes from the local app; appending 127.0.0.1 only adds
+        // noise. Inbound and gateway hops record the client.
+        let ip = ds.conn.peer.ip().to_string();
+        let xff = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
+            Some(prev) => format!("{prev}, {ip}"),
+            None => ip,
+        };
+        if let Ok(v) = HeaderValue::from_str(&xff) {
+            headers.insert("x-forwarded-for", v);
+        }
+    }
+    if !headers.contains_key("x-forwarded-proto") {
+        headers.insert(
+            "x-forwarded-proto",
+            HeaderValue::from_static(if ds.scheme == "https" {
+                "https"
+            } else {
+                "http"
+            }),
+        );
+    }
+    if !headers.contains_key("x-request-id") {
+        headers.insert("x-request-id", headers::new_request_id());
+    }
+    Ok(headers)
+}
+
+fn protocol(cluster: &ClusterState, downstream: Version, upgrade: bool) -> Proto {
+    if upgrade {
+        return Proto::Http1;
+    }
+    match cluster.config.protocol {
+        weft_api::UpstreamProtocol::Http2 => Proto::Http2,
+        weft_api::UpstreamProtocol::SameAsDownstream if downstream == Version::HTTP_2 => {
+            Proto::Http2
+        }
+        _ => Proto::Http1,
+    }
+}
+
+/// Forwards `req` as planned and returns the response to send downstream.
+pub async fn forward(
+    rt: &Runtime,
+    route: &weft_api::Route,
+    plan: Plan<'_>,
+    mut req: Request<Incoming>,
+    ds: &Downstream<'_>,
+) -> Result<Response<ProxyBody>, ProxyError> {
+    let cluster = rt
+        .clusters()
+        .get(&plan.destination.cluster)
+        .ok_or_else(|| ProxyError::ClusterNotFound {
+            cluster: plan.destination.cluster.clone(),
+            route: plan.route_name.to_string(),
+        })?
+        .clone();
+    let upgrade = req.version() == Version::HTTP_11 && headers::is_upgrade(req.headers());
+    let proto = protocol(&cluster, req.version(), upgrade);
+    let hash = lb::request_hash(
+        &cluster.config.lb,
+        req.headers(),
+        ds.query,
+        ds.conn.peer.ip(),
+    );
+    let downstream_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
+    let (parts, incoming) = req.into_parts();
+    let headers = upstream_headers(parts.headers, &plan, route, ds, upgrade)?;
+    let uri_h2 = Uri::builder()
+        .scheme("http")
+        .authority(plan.authority.as_str())
+        .path_and_query(plan.path_and_query.as_str())
+        .build()
+        .map_err(|e| ProxyError::BadRequest {
+            detail: format!("cannot build upstream URI: {e}"),
+        })?;
+    let uri_h1 = Uri::builder()
+        .path_and_query(plan.path_and_query.as_str())
+        .build()
+        .map_err(|e| ProxyError::BadRequest {
+            detail: format!("cannot build upstream URI: {e}"),
+        })?;
+    let head = Head {
+        method: parts.method,
+        uri_h1,
+        uri_h2,
+        headers,
+    };
+    let shared = SharedBody::new(body::boxed(incoming), REPLAY_LIMIT);
+    for m in &plan.forward.mirrors {
+        if fastrand::f64() * 100.0 < m.percent {
+            let Some(target) = rt.clusters().get(&m.cluster) else {
+                tracing::debug!(cluster = %m.cluster, "mirror cluster not found");
+                continue;
+            };
+            let mut mirrored = head.request(proto, body::empty());
+            *mirrored.body_mut() = match shared.follower() {
+                Some(b) => b,
+                None => continue,
+            };
+            mirror::spawn(
+                rt.mirror_slots(),
+                target.clone(),
+                mirrored,
+                ds.conn.clone(),
+                proto,
+            );
+        }
+    }
+    let deadline = plan.forward.timeout.map(|t| Instant::now() + t);
+    let attempt = Attempt {
+        cluster: &cluster,
+        proto,
+        upgrade,
+        hash: hash.hash,
+        conn: ds.conn,
+        route_name: plan.route_name,
+        route_timeout: plan.forward.timeout,
+        deadline,
+    };
+    let policy = if upgrade {
+        None
+    } else {
+        plan.forward.retry.as_ref()
+    };
+    let (mut resp, guard) =
+        retry::run(&attempt, policy, &shared, |body| head.request(proto, body)).await?;
+
+    if let (true, Some(down)) = (
+        resp.status() == http::StatusCode::SWITCHING_PROTOCOLS,
+        downstream_upgrade,
+    ) {
+        let up = hyper::upgrade::on(&mut resp);
+        tokio::spawn(splice_upgrade(down, up, guard));
+        let (parts, _) = resp.into_parts();
+        return Ok(Response::from_parts(parts, body::empty()));
+    }
+
+    let (mut parts, incoming) = resp.into_parts();
+    headers::strip_hop_by_hop(&mut parts.headers, false);
+    headers::apply_ops(&mut parts.headers, &route.response_headers);
+    headers::apply_ops(&mut parts.headers, &plan.destination.response_headers);
+    if let Some(cookie) = hash.set_cookie.and_then(|c| HeaderValue::from_str(&c).ok()) {
+        parts.headers.append(header::SET_COOKIE, cookie);
+    }
+    let timeout_message = format!(
+        "upstream response timeout after {:?} on route {}",
+        plan.forward.timeout.unwrap_or_default(),
+        plan.route_name
+    );
+    let body = Guarded::new(body::boxed(incoming), guard).with_deadline(deadline, timeout_message);
+    Ok(Response::from_parts(parts, ProxyBody::new(body)))
+}
+
+/// Copies bytes both ways between an upgraded downstream and upstream connection.
+async fn splice_upgrade<G>(
+    down: hyper::upgrade::OnUpgrade,
+    up: hyper::upgrade::OnUpgrade,
+    guard: G,
+) {
+    let _guard = guard;
+    let (down, up) = match tokio::join!(down, up) {
+        (Ok(d), Ok(u)) => (d, u),
+        (Err(e), _) | (_, Err(e)) => {
+            tracing::debug!("protocol upgrade failed: {e}");
+            return;
+        }
+    };
+    let mut down = hyper_util::rt::TokioIo::new(down);
+    let mut up = hyper_util::rt::TokioIo::new(up);
+    if let Err(e) = tokio::io::copy_bidirectional(&mut down, &mut up).await {
+        tracing::debug!("upgraded connection ended: {e}");
+    }
+}
+
+/// The backoff before retry `n` (1-based): fully jittered, exponential from `base`, capped
+/// at ten times `base` (Envoy: 25 ms base, 250 ms cap).
+pub fn backoff(base: Duration, n: u32) -> Duration {
+    let base = if base.is_zero() {
+        Duration::from_millis(25)
+    } else {
+        base
+    };
+    let ceiling = base
+        .saturating_mul(1u32 << n.saturating_sub(1).min(16))
+        .min(base * 10);
+    ceiling.mul_f64(fastrand::f64())
+}
+
+/// Whether the policy retries on this response.
+pub fn retriable_response(policy: &RetryPolicy, status: u16, headers: &HeaderMap) -> bool {
+    let on = &policy.retry_on;
+    if (on.five_xx && status >= 500)
+        || (on.gateway_error && matches!(status, 502..=504))
+        || (on.retriable_4xx && status == 409)
+        || on.status_codes.contains(&status)
+    {
+        return true;
+    }
+    let Some(code) = headers
+        .get("grpc-status")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u32>().ok())
+    else {
+        return false;
+    };
+    let name = match code {
+        1 => "cancelled",
+        4 => "deadline-exceeded",
+        8 => "resource-exhausted",
+        13 => "internal",
+        14 => "unavailable",
+        _ => return false,
+    };
+    on.grpc.iter().any(|g| g == name)
+}

@@ -1,0 +1,277 @@
+//! One request through the proxy: control headers, rate limits, routing, CORS, faults,
+//! then redirect, direct response or forward.
+
+use std::sync::Arc;
+
+use http::header::{self, HeaderName, HeaderValue};
+use http::{Request, Response, StatusCode, Version};
+use hyper::body::Incoming;
+use weft_api::{AbortStatus, Fault, HttpChain, NotFound, RouteAction, TokenBucket};
+
+use super::body::{self, ProxyBody};
+use super::cors::{self, Cors};
+use super::forward::{self, Plan};
+use super::ratelimit;
+use super::rewrite;
+use super::route::{self, NoMatch, RouteRequest};
+use super::{error_response, headers};
+use crate::ConnInfo;
+use crate::error::ProxyError;
+use crate::runtime::Runtime;
+
+/// What is known about the downstream side of one request.
+pub struct Downstream<'a> {
+    pub conn: &'a ConnInfo,
+    pub scheme: &'a str,
+    pub authority: &'a str,
+    pub path: &'a str,
+    pub query: Option<&'a str>,
+}
+
+/// Per-connection context shared by the requests of a connection.
+pub struct ConnCtx {
+    pub chain: HttpChain,
+    pub conn: ConnInfo,
+    pub rt: crate::RuntimeHandle,
+    pub drain: tokio::sync::watch::Receiver<bool>,
+}
+
+pub async fn handle(req: Request<Incoming>, ctx: Arc<ConnCtx>) -> Response<ProxyBody> {
+    let rt = ctx.rt.load_full();
+    let http1 = req.version() < Version::HTTP_2;
+    let mut extra = Vec::new();
+    let mut resp = match route_request(req, &ctx, &rt, &mut extra).await {
+        Ok(r) => r,
+        Err(e) => error_response(&e),
+    };
+    for (n, v) in extra {
+        resp.headers_mut().append(n, v);
+    }
+    if http1 && *ctx.drain.borrow() {
+        resp.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    resp
+}
+
+fn take_token(
+    rt: &Runtime,
+    key: &str,
+    scope: &str,
+    extra: &mut Vec<(HeaderName, HeaderValue)>,
+) -> Result<(), ProxyError> {
+    let Some(bucket) = rt.limiters().get(key) else {
+        return Ok(());
+    };
+    add_limit_headers(&bucket.spec, extra);
+    if bucket.try_take() {
+        Ok(())
+    } else {
+        Err(ProxyError::RateLimited {
+            scope: scope.to_string(),
+            origin: bucket.spec.origin.as_ref().map(|o| o.to_string()),
+        })
+    }
+}
+
+fn add_limit_headers(spec: &TokenBucket, extra: &mut Vec<(HeaderName, HeaderValue)>) {
+    extra.extend(
+        spec.response_headers
+            .iter()
+            .filter_map(|(n, v)| headers::parse(n, v)),
+    );
+}
+
+async fn route_request(
+    mut req: Request<Incoming>,
+    ctx: &ConnCtx,
+    rt: &Runtime,
+    extra: &mut Vec<(HeaderName, HeaderValue)>,
+) -> Result<Response<ProxyBody>, ProxyError> {
+    if !ctx.chain.trust_control_headers {
+        headers::strip_control_headers(req.headers_mut());
+    }
+    if req.method() == http::Method::CONNECT {
+        return Err(ProxyError::BadRequest {
+            detail: "CONNECT tunnels are not supported on this listener".into(),
+        });
+    }
+    let authority = req
+        .uri()
+        .authority()
+        .map(|a| a.as_str().to_string())
+        .or_else(|| {
+            req.headers()
+                .get(header::HOST)
+                .and_then(|h| h.to_str().ok())
+                .map(str::to_string)
+        })
+        .ok_or_else(|| ProxyError::BadRequest {
+            detail: "request has neither a Host header nor an :authority".into(),
+        })?;
+    let scheme = req.uri().scheme_str().unwrap_or("http").to_string();
+    let path = req.uri().path().to_string();
+    let query = req.uri().query().map(str::to_string);
+
+    let table_name = &ctx.chain.route_table;
+    take_token(
+        rt,
+        &ratelimit::chain_key(&ctx.conn.listener, table_name),
+        &format!("listener {}", ctx.conn.listener),
+        extra,
+    )?;
+    let not_found = |blocked| ProxyError::NoRoute {
+        authority: authority.clone(),
+        path: path.clone(),
+        blocked,
+    };
+    let table = rt.route_table(table_name).ok_or_else(|| not_found(false))?;
+    let blocked = table.table.not_found == NotFound::BlockedByPolicy502;
+    let routed = route::select(
+        table,
+        &RouteRequest {
+            authority: &authority,
+            path: &path,
+            query: query.as_deref(),
+            method: req.method().as_str(),
+            scheme: &scheme,
+            headers: req.headers(),
+        },
+    );
+    let sel = match routed {
+        Ok(s) => s,
+        Err(NoMatch::NoVirtualHost) => return Err(not_found(blocked)),
+        Err(NoMatch::NoRoute { vhost }) => {
+            tracing::debug!(%vhost, %path, "no route in virtual host");
+            return Err(not_found(blocked));
+        }
+    };
+    let route = sel.route;
+    take_token(
+        rt,
+        &ratelimit::vhost_key(table_name, &sel.vhost.name),
+        &format!("virtual host {}", sel.vhost.name),
+        extra,
+    )?;
+    take_token(
+        rt,
+        &ratelimit::route_key(table_name, &sel.vhost.name, sel.route_index),
+        &format!("route {}", route.name),
+        extra,
+    )?;
+
+    if let Some(policy) = &route.cors {
+        match cors::apply(policy, req.method(), req.headers()) {
+            Cors::Answer(resp) => return Ok(resp),
+            Cors::Forward(h) => {
+                extra.extend(h.into_iter().map(|(n, v)| (HeaderName::from_static(n), v)))
+            }
+        }
+    }
+    if let Some(fault) = &route.fault {
+        inject_fault(fault, route).await?;
+    }
+
+    let ds = Downstream {
+        conn: &ctx.conn,
+        scheme: &scheme,
+        authority: &authority,
+        path: &path,
+        query: query.as_deref(),
+    };
+    let matched_path = sel
+        .match_index
+        .and_then(|i| route.matches.get(i))
+        .and_then(|m| m.path.as_ref());
+    let rewrite_regex = table.rewrite_regex(sel.vhost_index, sel.route_index);
+    match &route.action {
+        RouteAction::DirectResponse(d) => {
+            let mut resp = Response::new(match &d.body {
+                Some(b) => body::full(b.clone()),
+                None => body::empty(),
+            });
+            *resp.status_mut() = StatusCode::from_u16(d.status).unwrap_or(StatusCode::OK);
+            if d.body.is_some() {
+                resp.headers_mut()
+                    .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+            }
+            headers::apply_ops(resp.headers_mut(), &route.response_headers);
+            Ok(resp)
+        }
+        RouteAction::Redirect(r) => {
+            let new_path = r
+                .path
+                .as_ref()
+                .map(|p| rewrite::rewrite_path(&path, p, matched_path, rewrite_regex));
+            let location = rewrite::redirect_location(
+                r,
+                &scheme,
+                &authority,
+                &path,
+                query.as_deref(),
+                new_path,
+            );
+            let mut resp = Response::new(body::empty());
+            *resp.status_mut() =
+                StatusCode::from_u16(r.status).unwrap_or(StatusCode::MOVED_PERMANENTLY);
+            let loc = HeaderValue::from_str(&location).map_err(|_| ProxyError::BadRequest {
+                detail: format!("redirect location {location:?} is not a valid header"),
+            })?;
+            resp.headers_mut().insert(header::LOCATION, loc);
+            headers::apply_ops(resp.headers_mut(), &route.response_headers);
+            Ok(resp)
+        }
+        RouteAction::Forward(fwd) => {
+            let destination = forward::choose_destination(&fwd.clusters).ok_or_else(|| {
+                ProxyError::ClusterNotFound {
+                    cluster: "(no destination with a non-zero weight)".into(),
+                    route: route.name.clone(),
+                }
+            })?;
+            let rewrite = fwd.rewrite.as_ref();
+            let new_path = match rewrite.and_then(|r| r.path.as_ref()) {
+                Some(p) => rewrite::rewrite_path(&path, p, matched_path, rewrite_regex),
+                None => path.clone(),
+            };
+            let path_and_query = match &query {
+                Some(q) if !new_path.contains('?') => format!("{new_path}?{q}"),
+                _ => new_path,
+            };
+            let plan = Plan {
+                route_name: &route.name,
+                forward: fwd,
+                destination,
+                path_and_query,
+                authority: rewrite
+                    .and_then(|r| r.authority.clone())
+                    .unwrap_or_else(|| authority.clone()),
+            };
+            forward::forward(rt, route, plan, req, &ds).await
+        }
+    }
+}
+
+/// Delay, then abort, each with its own percentage.
+async fn inject_fault(fault: &Fault, route: &weft_api::Route) -> Result<(), ProxyError> {
+    let roll = |percent: f64| fastrand::f64() * 100.0 < percent;
+    if let Some(d) = &fault.delay
+        && roll(d.percent)
+    {
+        tokio::time::sleep(d.delay).await;
+    }
+    if let Some(a) = &fault.abort
+        && roll(a.percent)
+    {
+        let (status, grpc_status) = match a.status {
+            AbortStatus::Http(s) => (s, None),
+            AbortStatus::Grpc(code) => (200, Some(code)),
+        };
+        return Err(ProxyError::FaultAbort {
+            route: route.name.clone(),
+            origin: route.origin.as_ref().map(|o| o.to_string()),
+            status,
+            grpc_status,
+        });
+    }
+    Ok(())
+}
