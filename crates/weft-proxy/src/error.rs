@@ -81,6 +81,12 @@ pub enum ProxyError {
     /// The destination is not allowed (`REGISTRY_ONLY`, Blackhole cluster).
     #[error("blocked by policy: {reason}")]
     BlockedByPolicy { reason: String },
+    /// The destination to pass through to is this proxy's own listener: connecting would
+    /// loop requests into the proxy until it runs out of sockets.
+    #[error(
+        "passthrough loop: {target} is this proxy's own listener; refusing to connect to itself"
+    )]
+    PassthroughLoop { target: String },
     /// TLS origination (DestinationRule SIMPLE/MUTUAL) is not implemented yet.
     #[error("TLS origination to cluster {cluster} is not available in this version of weft")]
     TlsOriginationUnavailable { cluster: String },
@@ -134,6 +140,7 @@ impl ProxyError {
             ProxyError::FaultAbort { .. } => "fault_abort",
             ProxyError::RateLimited { .. } => "rate_limited",
             ProxyError::BlockedByPolicy { .. } => "blocked_by_policy",
+            ProxyError::PassthroughLoop { .. } => "passthrough_loop",
             ProxyError::TlsOriginationUnavailable { .. } => "tls_origination_unavailable",
             ProxyError::BadRequest { .. } => "bad_request",
             ProxyError::DownstreamReset { .. } => "downstream_reset",
@@ -156,6 +163,7 @@ impl ProxyError {
             ProxyError::FaultAbort { .. } => "FI",
             ProxyError::RateLimited { .. } => "RL",
             ProxyError::BlockedByPolicy { .. } => "NR",
+            ProxyError::PassthroughLoop { .. } => "UF",
             ProxyError::TlsOriginationUnavailable { .. } => "UF",
             ProxyError::BadRequest { .. } => "DPE",
             ProxyError::DownstreamReset { .. } => "DC",
@@ -183,6 +191,7 @@ impl ProxyError {
             }
             ProxyError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             ProxyError::BlockedByPolicy { .. } => StatusCode::BAD_GATEWAY,
+            ProxyError::PassthroughLoop { .. } => StatusCode::LOOP_DETECTED,
             ProxyError::BadRequest { .. } => StatusCode::BAD_REQUEST,
             // Nobody reads it, but the access log does.
             ProxyError::DownstreamReset { .. } => StatusCode::BAD_REQUEST,

@@ -453,3 +453,43 @@ async fn http_proxy_absolute_form_routes_by_uri_authority() {
     assert_eq!(resp.status, 200, "{}", resp.text());
     assert_eq!(resp.echoed().path, "/x");
 }
+
+/// An HTTP-proxy listener's "original destination" is the listener itself: passthrough must
+/// go where the request's authority says, and a request naming the proxy itself must be
+/// refused instead of looping back in until the proxy runs out of sockets.
+#[tokio::test]
+async fn http_proxy_passthrough_follows_the_authority_and_refuses_loops() {
+    let echo = EchoServer::start("outside").await.unwrap();
+    let mut passthrough = cluster("PassthroughCluster", &[]);
+    passthrough.discovery = Discovery::OriginalDestination;
+    let cfg = config(
+        vec![table(
+            "t",
+            vec![vhost(
+                "any",
+                &["*"],
+                vec![route_to("allow_any", "PassthroughCluster")],
+            )],
+        )],
+        vec![passthrough],
+    );
+    let mut chain = http_chain("t");
+    chain.http_proxy = true;
+    let proxy = Proxy::start_with(cfg, chain, Direction::Outbound).await;
+
+    let mut client = TestClient::h1(proxy.addr).await.unwrap();
+    let mut req = request("GET", "ignored", "/out", &[], Bytes::new(), false);
+    *req.uri_mut() = format!("http://{}/out", echo.addr).parse().unwrap();
+    let resp = client.send(req).await.unwrap();
+    assert_eq!(resp.status, 200, "{}", resp.text());
+    assert_eq!(resp.header("x-echo-instance"), Some("outside"));
+
+    let mut client = TestClient::h1(proxy.addr).await.unwrap();
+    let mut req = request("GET", "ignored", "/loop", &[], Bytes::new(), false);
+    *req.uri_mut() = format!("http://{}/loop", proxy.addr).parse().unwrap();
+    let resp = client.send(req).await.unwrap();
+    assert_eq!(resp.status, 508, "{}", resp.text());
+    let err = resp.header("x-weft-error").unwrap_or_default().to_string();
+    assert!(err.starts_with("passthrough_loop; flag=UF;"), "{err}");
+    assert_eq!(echo.requests(), 1);
+}

@@ -1,13 +1,14 @@
 //! Forwarding a routed request to a cluster: destination choice, the upstream request,
 //! retries within the route timeout, mirrors and protocol upgrades.
 
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use http::header::{self, HeaderValue};
 use http::{HeaderMap, Request, Response, Uri, Version};
 use hyper::body::Incoming;
 use tokio::time::Instant;
-use weft_api::{Forward, RetryPolicy, WeightedCluster};
+use weft_api::{Discovery, Forward, RetryPolicy, WeightedCluster};
 
 use super::body::{self, Guarded, ProxyBody, REPLAY_LIMIT};
 use super::body_tee::SharedBody;
@@ -15,6 +16,7 @@ use super::headers;
 use super::mirror;
 use super::proxy::Downstream;
 use super::retry::{self, Attempt};
+use crate::ConnInfo;
 use crate::error::ProxyError;
 use crate::runtime::Runtime;
 use crate::upstream::{ClusterState, Proto, lb};
@@ -151,6 +153,8 @@ pub async fn forward(
             route: plan.route_name.to_string(),
         })?
         .clone();
+    let passthrough_conn = passthrough_target(&cluster, ds).await?;
+    let conn = passthrough_conn.as_ref().unwrap_or(ds.conn);
     let upgrade = req.version() == Version::HTTP_11 && headers::is_upgrade(req.headers());
     let proto = protocol(&cluster, req.version(), upgrade);
     let hash = lb::request_hash(
@@ -209,7 +213,7 @@ pub async fn forward(
         proto,
         upgrade,
         hash: hash.hash,
-        conn: ds.conn,
+        conn,
         route_name: plan.route_name,
         route_timeout: plan.forward.timeout,
         deadline,
@@ -309,4 +313,56 @@ pub fn retriable_response(policy: &RetryPolicy, status: u16, headers: &HeaderMap
         _ => return false,
     };
     on.grpc.iter().any(|g| g == name)
+}
+
+/// For a passthrough cluster, where the request really goes. Under transparent capture that
+/// is the original destination. On an explicit listener (an HTTP proxy) the "original
+/// destination" is the listener itself, so the request's authority names the target. Either
+/// way, a target that is the accepting listener is refused: connecting would feed the
+/// request back into this proxy, again and again, until it runs out of sockets.
+async fn passthrough_target(
+    cluster: &ClusterState,
+    ds: &Downstream<'_>,
+) -> Result<Option<ConnInfo>, ProxyError> {
+    if !matches!(cluster.config.discovery, Discovery::OriginalDestination) {
+        return Ok(None);
+    }
+    let target = if ds.conn.original_dst == ds.conn.local {
+        resolve_authority(ds.authority, ds.scheme, &cluster.config.name).await?
+    } else {
+        ds.conn.original_dst
+    };
+    if target == ds.conn.local {
+        return Err(ProxyError::PassthroughLoop {
+            target: target.to_string(),
+        });
+    }
+    Ok(Some(ConnInfo {
+        original_dst: target,
+        ..ds.conn.clone()
+    }))
+}
+
+async fn resolve_authority(
+    authority: &str,
+    scheme: &str,
+    cluster: &str,
+) -> Result<SocketAddr, ProxyError> {
+    let failed = |detail: String| ProxyError::UpstreamConnectFailed {
+        cluster: cluster.to_string(),
+        detail,
+    };
+    let parsed: http::uri::Authority = authority.parse().map_err(|e| {
+        failed(format!(
+            "request authority `{authority}` is not a host: {e}"
+        ))
+    })?;
+    let default_port = if scheme == "https" { 443 } else { 80 };
+    let host = parsed.host().trim_start_matches('[').trim_end_matches(']');
+    let port = parsed.port_u16().unwrap_or(default_port);
+    tokio::net::lookup_host((host, port))
+        .await
+        .map_err(|e| failed(format!("cannot resolve {host}: {e}")))?
+        .next()
+        .ok_or_else(|| failed(format!("{host} resolves to no address")))
 }

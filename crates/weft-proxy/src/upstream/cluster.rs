@@ -48,6 +48,9 @@ struct BudgetWindow {
     retries: u64,
 }
 
+/// Distinct passthrough destinations whose connection pools are kept (see `original_endpoint`).
+const MAX_ORIGINAL_DESTINATIONS: usize = 1024;
+
 pub struct ClusterState {
     pub config: Cluster,
     shared: Arc<Shared>,
@@ -209,7 +212,13 @@ impl ClusterState {
     }
 
     fn original_endpoint(&self, dst: SocketAddr) -> Arc<Endpoint> {
-        lock(&self.shared.original)
+        let mut original = lock(&self.shared.original);
+        // Passthrough can reach any address: keep the per-destination pools for the recent
+        // ones only, so a client scanning addresses cannot grow the proxy without bound.
+        if original.len() >= MAX_ORIGINAL_DESTINATIONS && !original.contains_key(&dst) {
+            original.clear();
+        }
+        original
             .entry(dst)
             .or_insert_with(|| Arc::new(Endpoint::new(dst.to_string(), 1, BTreeMap::new())))
             .clone()
