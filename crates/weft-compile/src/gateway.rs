@@ -14,7 +14,7 @@ use weft_config::kinds::istio::{Gateway, Server, ServerTLSMode, VirtualService};
 use weft_config::{Body, Object};
 
 use crate::context::Ctx;
-use crate::http_route::{RouteEnv, qualify_gateway, translate};
+use crate::http_route::{RouteEnv, qualify_gateway};
 use crate::order::by_age;
 use crate::registry::{host_matches, resolve_host};
 use crate::routes::{origin_of, sni_routes, weighted};
@@ -241,12 +241,7 @@ fn http_table(
     for (b, o, vs, common) in bindings {
         let gw = b.gateway_name();
         let env = env(ctx, o, port, &gw);
-        let routes: Vec<Route> = vs
-            .http
-            .iter()
-            .enumerate()
-            .filter_map(|(i, h)| translate(&env, i, h))
-            .collect();
+        let routes: Vec<Route> = crate::delegate::translate_http(&env, o, vs);
         let redirect = b.server.tls.as_ref().is_some_and(|t| t.https_redirect);
         // A VirtualService with no HTTP route for this gateway adds no virtual host.
         if routes.is_empty() && !redirect {

@@ -11,6 +11,7 @@
 #![allow(clippy::result_large_err)]
 
 mod context;
+mod delegate;
 mod destination;
 mod gateway;
 mod gateway_api;

@@ -14,7 +14,7 @@ use weft_config::{Body, Object};
 
 use crate::context::Ctx;
 use crate::destination::cluster_name;
-use crate::http_route::{RouteEnv, translate};
+use crate::http_route::RouteEnv;
 use crate::order::by_age;
 use crate::registry::{Protocol, Service, resolve_host};
 use crate::retry::retry_policy;
@@ -204,7 +204,7 @@ pub fn contribute_virtual_services(ctx: &Ctx, out: &mut HostRoutes) {
                         port: Some(port.number),
                         gateway: None,
                     };
-                    contribute_port(&env, vs, svc, port.number, port.protocol, out);
+                    contribute_port(&env, o, vs, svc, port.number, port.protocol, out);
                 }
             }
         }
@@ -214,6 +214,7 @@ pub fn contribute_virtual_services(ctx: &Ctx, out: &mut HostRoutes) {
 /// The routes one VirtualService gives one service port.
 pub fn contribute_port(
     env: &RouteEnv,
+    root: &Object,
     vs: &VirtualService,
     svc: &Service,
     port: u16,
@@ -222,12 +223,7 @@ pub fn contribute_port(
 ) {
     let key = HostPort::new(&svc.fqdn, port);
     if protocol.is_http() || protocol == Protocol::Unknown {
-        let routes: Vec<Route> = vs
-            .http
-            .iter()
-            .enumerate()
-            .filter_map(|(i, h)| translate(env, i, h))
-            .collect();
+        let routes: Vec<Route> = crate::delegate::translate_http(env, root, vs);
         if !routes.is_empty() {
             out.contribute_http(
                 key.clone(),
