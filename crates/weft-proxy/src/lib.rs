@@ -18,6 +18,7 @@ pub mod app;
 pub mod error;
 pub mod http;
 pub mod listener;
+pub mod redirect;
 pub mod runtime;
 pub mod source;
 mod sys;

@@ -5,9 +5,11 @@
 //! - [`tcp::TcpEchoServer`]: echoes bytes.
 //! - [`client::TestClient`]: a small HTTP/1.1 / h2c client that collects whole responses.
 //! - [`fixtures`]: concise builders for `ProxyConfig` pieces.
+//! - [`netns`]: network namespaces (router bridge, pods, veths) for end-to-end tests as root.
 
 pub mod body;
 pub mod client;
 pub mod echo;
 pub mod fixtures;
+pub mod netns;
 pub mod tcp;
