@@ -243,11 +243,15 @@ pub async fn forward(
     if let Some(cookie) = hash.set_cookie.and_then(|c| HeaderValue::from_str(&c).ok()) {
         parts.headers.append(header::SET_COOKIE, cookie);
     }
-    let timeout_message = format!(
-        "upstream response timeout after {:?} on route {}",
-        plan.forward.timeout.unwrap_or_default(),
-        plan.route_name
-    );
+    // Formatted only when there is a deadline to report (most routes have none).
+    let timeout_message = match deadline {
+        Some(_) => format!(
+            "upstream response timeout after {:?} on route {}",
+            plan.forward.timeout.unwrap_or_default(),
+            plan.route_name
+        ),
+        None => String::new(),
+    };
     let body = Guarded::new(body::boxed(incoming), guard).with_deadline(deadline, timeout_message);
     Ok(Response::from_parts(parts, ProxyBody::new(body)))
 }

@@ -112,6 +112,11 @@ impl Limiters {
     pub fn get(&self, key: &str) -> Option<&Arc<Bucket>> {
         self.by_key.get(key)
     }
+
+    /// No limit configured: requests skip building scope keys altogether.
+    pub fn is_empty(&self) -> bool {
+        self.by_key.is_empty()
+    }
 }
 
 #[cfg(test)]
