@@ -13,6 +13,8 @@ mod duration;
 mod listener;
 mod route;
 
+pub mod pb;
+
 pub use cluster::*;
 pub use listener::*;
 pub use route::*;

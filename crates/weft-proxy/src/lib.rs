@@ -17,12 +17,14 @@ pub mod admin;
 pub mod app;
 pub mod error;
 pub mod http;
+pub mod identity;
 pub mod listener;
 pub mod redirect;
 pub mod runtime;
 pub mod source;
 mod sys;
 pub mod upstream;
+pub mod xds;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

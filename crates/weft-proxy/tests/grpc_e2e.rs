@@ -21,7 +21,7 @@ use http_support::Proxy;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
-use tonic::codec::{ProstCodec, Streaming};
+use tonic::codec::Streaming;
 use tonic::codegen::tokio_stream;
 use tonic::codegen::tokio_stream::wrappers::ReceiverStream;
 use tonic::codegen::{BoxFuture, BoxStream, http::uri::PathAndQuery};
@@ -31,6 +31,7 @@ use tonic::server::{
 };
 use tonic::transport::Channel;
 use tonic::{Code, Request, Response, Status};
+use tonic_prost::ProstCodec;
 use weft_api::{
     AbortStatus, Fault, FaultAbort, ProxyConfig, RetryOn, RetryPolicy, Route, RouteAction,
     UpstreamProtocol,

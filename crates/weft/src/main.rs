@@ -24,6 +24,14 @@ enum Command {
     Analyze(cmd::analyze::Args),
     /// Run a proxy from a config directory and a registry, recompiling when they change.
     Proxy(cmd::proxy::Args),
+    /// Run the control plane: push config to proxies, report status.
+    Control(cmd::control::Args),
+    /// Config objects and their status (accepted, rejected, programmed on N of M proxies).
+    Status(cmd::status::StatusArgs),
+    /// Connected proxies: identity, connected since, config version, ACK/NACK.
+    ProxyStatus(cmd::status::ProxyStatusArgs),
+    /// The config the control plane compiled for one proxy.
+    ProxyConfig(cmd::status::ProxyConfigArgs),
 }
 
 fn main() -> ExitCode {
@@ -31,5 +39,9 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Analyze(args) => cmd::analyze::run(args),
         Command::Proxy(args) => cmd::proxy::run(args),
+        Command::Control(args) => cmd::control::run(args),
+        Command::Status(args) => cmd::status::status(args),
+        Command::ProxyStatus(args) => cmd::status::proxy_status(args),
+        Command::ProxyConfig(args) => cmd::status::proxy_config(args),
     }
 }

@@ -5,6 +5,11 @@
 //! diagnostics (`weft analyze` prints the full report): an object with errors is skipped
 //! and the rest is compiled; a file that does not parse, a registry that does not load or
 //! a compile error keeps the running config unchanged. SIGTERM / Ctrl-C drain the proxy.
+//!
+//! `weft proxy --control ADDR --id NAME --token TOKEN` takes the config from a control plane
+//! (`weft control`) instead: see `weft_proxy::xds`; the proxy's identity, labels and address
+//! come from its registry entry held by the control plane unless `--label`,
+//! `--service-account` or `--address` announce others.
 
 use std::io::IsTerminal;
 use std::net::SocketAddr;
@@ -33,12 +38,30 @@ const DEBOUNCE: Duration = Duration::from_millis(200);
 pub struct Args {
     /// Directory of mesh configuration (Istio, Gateway API, Linkerd/SMI, Kubernetes YAML),
     /// searched recursively and watched for changes.
-    #[arg(long)]
-    config_dir: PathBuf,
+    #[arg(
+        long = "config-dir",
+        value_name = "DIR",
+        required_unless_present = "control"
+    )]
+    config_dir_arg: Option<PathBuf>,
     /// Registry file: the workload instances and how their proxies capture traffic
     /// (watched for changes).
-    #[arg(long)]
+    #[arg(
+        long = "registry",
+        value_name = "FILE",
+        required_unless_present = "control"
+    )]
+    registry_arg: Option<PathBuf>,
+    #[arg(skip)]
+    config_dir: PathBuf,
+    #[arg(skip)]
     registry: PathBuf,
+    /// Take config from a control plane (`weft control`) at this address instead of a
+    /// directory: `127.0.0.1:15010` or `http://host:port`.
+    #[arg(long, conflicts_with_all = ["config_dir_arg", "registry_arg"])]
+    control: Option<String>,
+    #[command(flatten)]
+    control_args: super::control_proxy::ControlArgs,
     /// The proxy to run: its workload instance as `name.namespace` (e.g. `cart-0.shop`).
     #[arg(long)]
     id: String,
@@ -86,7 +109,30 @@ pub fn run(args: Args) -> ExitCode {
     }
 }
 
-async fn serve(args: Args, log_control: Arc<dyn LogControl>) -> anyhow::Result<()> {
+async fn serve(mut args: Args, log_control: Arc<dyn LogControl>) -> anyhow::Result<()> {
+    args.config_dir = args.config_dir_arg.clone().unwrap_or_default();
+    args.registry = args.registry_arg.clone().unwrap_or_default();
+    if let Some(control) = &args.control {
+        let options = ProxyOptions {
+            admin: args.admin,
+            drain_grace: args.drain_grace,
+            log_control: Some(log_control),
+        };
+        let xds = args.control_args.xds_options(control, &args.id)?;
+        let (client, source) = weft_proxy::xds::XdsClient::new(xds);
+        let running = app::build(options, source).await?;
+        info!(admin = %running.admin_addr(), id = %args.id, %control, "weft proxy started");
+        tokio::spawn(client.run(running.status()));
+        let terminate = terminate_signal();
+        tokio::select! {
+            () = terminate => {
+                info!(grace = ?running.drain_grace(), "signal received; draining");
+                running.drain(running.drain_grace()).await;
+            }
+            () = running.wait() => {}
+        }
+        return Ok(());
+    }
     if !args.config_dir.is_dir() {
         bail!(
             "--config-dir {}: not a directory",

@@ -1,0 +1,185 @@
+//! The debug HTTP API (JSON), on its own port:
+//!
+//! - `GET /debug/status`: every config object with its status, and disconnect counts;
+//! - `GET /debug/proxies`: connected proxies and what they were sent and acknowledged;
+//! - `GET /debug/proxy/<id>/config`: the config last compiled for a proxy.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{Method, Response, StatusCode};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use serde::{Deserialize, Serialize};
+use tokio::net::TcpListener;
+use tracing::debug;
+
+use crate::Shared;
+use crate::state::{ObjectStatus, ProxyState};
+
+/// The body of `/debug/status`.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct StatusReport {
+    pub objects: Vec<ObjectStatusView>,
+    pub proxies: usize,
+    pub disconnects: BTreeMap<String, u64>,
+    /// Resources proxies refused (NACKed), with the objects they came from.
+    pub rejected_resources: Vec<RejectedResource>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct RejectedResource {
+    pub proxy: String,
+    pub resource: String,
+    pub version: String,
+    pub reason: String,
+    pub origins: Vec<String>,
+}
+
+/// [`ObjectStatus`] as read back by clients.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ObjectStatusView {
+    pub kind: String,
+    pub namespace: String,
+    pub name: String,
+    pub origin: String,
+    pub status: String,
+    pub errors: Vec<FieldErrorView>,
+    pub programmed: usize,
+    pub proxies: usize,
+    pub nacks: Vec<String>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct FieldErrorView {
+    pub field: String,
+    pub reason: String,
+}
+
+impl From<ObjectStatus> for ObjectStatusView {
+    fn from(s: ObjectStatus) -> Self {
+        ObjectStatusView {
+            kind: s.kind,
+            namespace: s.namespace,
+            name: s.name,
+            origin: s.origin,
+            status: s.status,
+            errors: s
+                .errors
+                .into_iter()
+                .map(|e| FieldErrorView {
+                    field: e.field,
+                    reason: e.reason,
+                })
+                .collect(),
+            programmed: s.programmed,
+            proxies: s.proxies,
+            nacks: s.nacks,
+        }
+    }
+}
+
+pub(crate) async fn serve(listener: TcpListener, shared: Arc<Shared>) {
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            continue;
+        };
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            let svc = service_fn(move |req: http::Request<Incoming>| {
+                let shared = shared.clone();
+                async move { Ok::<_, std::convert::Infallible>(handle(&shared, &req)) }
+            });
+            if let Err(e) = http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), svc)
+                .await
+            {
+                debug!(error = %e, "debug connection ended");
+            }
+        });
+    }
+}
+
+fn handle(shared: &Shared, req: &http::Request<Incoming>) -> Response<Full<Bytes>> {
+    if req.method() != Method::GET {
+        return text(StatusCode::METHOD_NOT_ALLOWED, "only GET\n".into());
+    }
+    let path = req.uri().path();
+    match path {
+        "/debug/status" => {
+            let st = shared.state();
+            json(&StatusReport {
+                objects: st.statuses().into_iter().map(Into::into).collect(),
+                proxies: st.proxies.len(),
+                disconnects: st.disconnects.clone(),
+                rejected_resources: st
+                    .proxies
+                    .values()
+                    .flat_map(|p| {
+                        p.nacked.iter().map(|(res, n)| RejectedResource {
+                            proxy: p.id.clone(),
+                            resource: res.clone(),
+                            version: n.version.clone(),
+                            reason: n.reason.clone(),
+                            origins: n.origins.clone(),
+                        })
+                    })
+                    .collect(),
+            })
+        }
+        "/debug/proxies" => {
+            let proxies: Vec<ProxyState> = shared.state().proxies.values().cloned().collect();
+            json(&proxies)
+        }
+        _ => {
+            if let Some(id) = path
+                .strip_prefix("/debug/proxy/")
+                .and_then(|rest| rest.strip_suffix("/config"))
+            {
+                let config = shared
+                    .state()
+                    .proxies
+                    .get(id)
+                    .and_then(|p| p.config.clone());
+                return match config {
+                    Some(c) => json(&*c),
+                    None => text(
+                        StatusCode::NOT_FOUND,
+                        format!("no connected proxy `{id}` (see /debug/proxies)\n"),
+                    ),
+                };
+            }
+            text(
+                StatusCode::NOT_FOUND,
+                "endpoints: /debug/status /debug/proxies /debug/proxy/<id>/config\n".into(),
+            )
+        }
+    }
+}
+
+fn json<T: Serialize>(value: &T) -> Response<Full<Bytes>> {
+    match serde_json::to_vec_pretty(value) {
+        Ok(body) => {
+            let mut r = Response::new(Full::new(Bytes::from(body)));
+            r.headers_mut().insert(
+                http::header::CONTENT_TYPE,
+                http::HeaderValue::from_static("application/json"),
+            );
+            r
+        }
+        Err(e) => text(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("cannot encode: {e}\n"),
+        ),
+    }
+}
+
+fn text(status: StatusCode, body: String) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(Bytes::from(body)));
+    *r.status_mut() = status;
+    r
+}
