@@ -6,7 +6,7 @@ use weft_api::{
     HeaderOps, Mirror, Origin, PathMatch, PathRewrite, QueryMatch, Redirect, RedirectPort, Rewrite,
     Route, RouteAction, RouteMatch, StringMatch, WeightedCluster,
 };
-use weft_config::kinds::common::StringMatch as IstioMatch;
+use weft_config::kinds::common::{StringMatch as IstioMatch, grpc_status_code};
 use weft_config::kinds::istio::{
     HTTPMatchRequest, HTTPRoute, HeaderOperations, Headers, RedirectPortSelection,
     UnmatchedPreflights,
@@ -361,7 +361,7 @@ fn fault(f: &weft_config::kinds::istio::HTTPFaultInjection) -> Option<Fault> {
     let abort = f.abort.as_ref().and_then(|a| {
         let status = match (&a.http_status, &a.grpc_status) {
             (Some(s), _) => AbortStatus::Http(u16::try_from(*s).ok()?),
-            (None, Some(g)) => AbortStatus::Grpc(grpc_code(g)?),
+            (None, Some(g)) => AbortStatus::Grpc(grpc_status_code(g)?),
             (None, None) => return None,
         };
         Some(FaultAbort {
@@ -370,35 +370,6 @@ fn fault(f: &weft_config::kinds::istio::HTTPFaultInjection) -> Option<Fault> {
         })
     });
     (delay.is_some() || abort.is_some()).then_some(Fault { delay, abort })
-}
-
-/// gRPC status names (or numbers) to codes.
-fn grpc_code(name: &str) -> Option<u32> {
-    const NAMES: [&str; 17] = [
-        "OK",
-        "CANCELLED",
-        "UNKNOWN",
-        "INVALID_ARGUMENT",
-        "DEADLINE_EXCEEDED",
-        "NOT_FOUND",
-        "ALREADY_EXISTS",
-        "PERMISSION_DENIED",
-        "RESOURCE_EXHAUSTED",
-        "FAILED_PRECONDITION",
-        "ABORTED",
-        "OUT_OF_RANGE",
-        "UNIMPLEMENTED",
-        "INTERNAL",
-        "UNAVAILABLE",
-        "DATA_LOSS",
-        "UNAUTHENTICATED",
-    ];
-    name.parse().ok().or_else(|| {
-        NAMES
-            .iter()
-            .position(|n| n.eq_ignore_ascii_case(name))
-            .map(|i| i as u32)
-    })
 }
 
 fn mirrors(env: &RouteEnv, h: &HTTPRoute) -> Vec<Mirror> {
@@ -493,8 +464,8 @@ mod tests {
 
     #[test]
     fn grpc_codes() {
-        assert_eq!(grpc_code("UNAVAILABLE"), Some(14));
-        assert_eq!(grpc_code("8"), Some(8));
-        assert_eq!(grpc_code("NOPE"), None);
+        assert_eq!(grpc_status_code("UNAVAILABLE"), Some(14));
+        assert_eq!(grpc_status_code("8"), Some(8));
+        assert_eq!(grpc_status_code("NOPE"), None);
     }
 }

@@ -259,6 +259,37 @@ impl fmt::Display for IntOrString {
     }
 }
 
+/// gRPC status names, indexed by their numeric code (`UNAVAILABLE` = 14).
+pub const GRPC_STATUS_NAMES: &[&str] = &[
+    "OK",
+    "CANCELLED",
+    "UNKNOWN",
+    "INVALID_ARGUMENT",
+    "DEADLINE_EXCEEDED",
+    "NOT_FOUND",
+    "ALREADY_EXISTS",
+    "PERMISSION_DENIED",
+    "RESOURCE_EXHAUSTED",
+    "FAILED_PRECONDITION",
+    "ABORTED",
+    "OUT_OF_RANGE",
+    "UNIMPLEMENTED",
+    "INTERNAL",
+    "UNAVAILABLE",
+    "DATA_LOSS",
+    "UNAUTHENTICATED",
+];
+
+/// A gRPC status given by name (any case) or number, as Istio's `grpcStatus` accepts it.
+pub fn grpc_status_code(name: &str) -> Option<u32> {
+    name.parse().ok().or_else(|| {
+        GRPC_STATUS_NAMES
+            .iter()
+            .position(|n| n.eq_ignore_ascii_case(name))
+            .map(|i| i as u32)
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -280,26 +280,6 @@ pub(super) fn retries(r: &mut Report, p: &FieldPath, rt: &HTTPRetry) {
     }
 }
 
-const GRPC_CODES: &[&str] = &[
-    "OK",
-    "CANCELLED",
-    "UNKNOWN",
-    "INVALID_ARGUMENT",
-    "DEADLINE_EXCEEDED",
-    "NOT_FOUND",
-    "ALREADY_EXISTS",
-    "PERMISSION_DENIED",
-    "RESOURCE_EXHAUSTED",
-    "FAILED_PRECONDITION",
-    "ABORTED",
-    "OUT_OF_RANGE",
-    "UNIMPLEMENTED",
-    "INTERNAL",
-    "UNAVAILABLE",
-    "DATA_LOSS",
-    "UNAUTHENTICATED",
-];
-
 pub(super) fn fault(r: &mut Report, p: &FieldPath, f: &HTTPFaultInjection) {
     if f.delay.is_none() && f.abort.is_none() {
         r.error(
@@ -366,10 +346,14 @@ pub(super) fn fault(r: &mut Report, p: &FieldPath, f: &HTTPFaultInjection) {
         }
         if let Some(g) = &a.grpc_status {
             let numeric = g.parse::<u32>().is_ok_and(|n| n <= 16);
-            if !GRPC_CODES.contains(&g.as_str()) && !numeric {
-                let hint = match crate::de::did_you_mean(g, GRPC_CODES) {
+            if !crate::kinds::common::GRPC_STATUS_NAMES.contains(&g.as_str()) && !numeric {
+                let hint = match crate::de::did_you_mean(g, crate::kinds::common::GRPC_STATUS_NAMES)
+                {
                     Some(s) => format!("did you mean `{s}`?"),
-                    None => format!("use one of {}", GRPC_CODES.join(", ")),
+                    None => format!(
+                        "use one of {}",
+                        crate::kinds::common::GRPC_STATUS_NAMES.join(", ")
+                    ),
                 };
                 r.error(
                     ap.key("grpcStatus"),
