@@ -139,16 +139,12 @@ async fn debug_status(addr: SocketAddr) -> Option<StatusReport> {
     serde_json::from_slice(&body.to_bytes()).ok()
 }
 
-async fn eventually<F, Fut>(what: &str, mut check: F)
+async fn eventually<F, Fut>(what: &str, check: F)
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = bool>,
 {
-    let deadline = tokio::time::Instant::now() + DEADLINE;
-    while !check().await {
-        assert!(tokio::time::Instant::now() < deadline, "timed out: {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    weft_testkit::wait::eventually(what, DEADLINE, check).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

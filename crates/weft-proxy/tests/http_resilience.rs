@@ -293,15 +293,12 @@ async fn max_requests_overflow_is_503_uo_naming_the_destination_rule() {
             .status
     });
     // Wait (bounded) until the slow request reached the upstream.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-    while echo.requests() == 0 {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "slow request never arrived"
-        );
-        tokio::task::yield_now().await;
-        tokio::time::sleep(Duration::from_millis(1)).await;
-    }
+    weft_testkit::wait::eventually(
+        "the slow request reaching the upstream",
+        Duration::from_secs(5),
+        || async { echo.requests() > 0 },
+    )
+    .await;
     let mut client = TestClient::h1(proxy.addr).await.unwrap();
     let resp = client.get("svc", "/", &[]).await.unwrap();
     assert_eq!(resp.status, 503);

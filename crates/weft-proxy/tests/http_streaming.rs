@@ -217,14 +217,12 @@ async fn drain_closes_http1_after_the_response_and_sends_goaway_on_http2() {
             again.is_err(),
         )
     });
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-    while echo.requests() < 4 {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "in-flight requests never arrived"
-        );
-        tokio::time::sleep(Duration::from_millis(1)).await;
-    }
+    weft_testkit::wait::eventually(
+        "the in-flight requests reaching the upstream",
+        Duration::from_secs(5),
+        || async { echo.requests() >= 4 },
+    )
+    .await;
     proxy.drain.send(true).unwrap();
     assert_eq!(h2_inflight.await.unwrap(), 200);
     let (status, connection, closed) = h1_inflight.await.unwrap();
@@ -275,14 +273,10 @@ async fn mirror_copies_to_the_shadow_host_without_touching_the_response() {
     );
     let resp = client.send(req).await.unwrap();
     assert_eq!(resp.header("x-echo-instance"), Some("main"));
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-    while shadow.requests() == 0 {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "mirror never arrived"
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    weft_testkit::wait::eventually("the mirrored request", Duration::from_secs(5), || async {
+        shadow.requests() > 0
+    })
+    .await;
     assert_eq!(main.requests(), 1);
     // The shadow copy: check via a direct look at what it received.
     let mut direct = TestClient::h1(shadow.addr).await.unwrap();

@@ -5,6 +5,7 @@
 //! - [`tcp::TcpEchoServer`]: echoes bytes.
 //! - [`client::TestClient`]: a small HTTP/1.1 / h2c client that collects whole responses.
 //! - [`fixtures`]: concise builders for `ProxyConfig` pieces.
+//! - [`wait`]: polling for a condition with a deadline.
 //! - [`netns`]: network namespaces (router bridge, pods, veths) for end-to-end tests as root.
 
 pub mod body;
@@ -13,3 +14,4 @@ pub mod echo;
 pub mod fixtures;
 pub mod netns;
 pub mod tcp;
+pub mod wait;

@@ -240,16 +240,10 @@ fn logs(proxies: &[&ProxyProcess]) -> String {
 async fn wait_ready(pod: &Pod, proxy: &ProxyProcess) {
     let ready = pod
         .run(|| async {
-            let deadline = tokio::time::Instant::now() + DEADLINE;
-            loop {
-                if let Some((200, _)) = admin_get("/ready").await {
-                    return true;
-                }
-                if tokio::time::Instant::now() > deadline {
-                    return false;
-                }
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
+            weft_testkit::wait::until(DEADLINE, || async {
+                matches!(admin_get("/ready").await, Some((200, _)))
+            })
+            .await
         })
         .await;
     assert!(ready, "{} never became ready\n{}", proxy.id, logs(&[proxy]));

@@ -74,20 +74,16 @@ async fn admin_status(admin: SocketAddr, path: &str) -> Option<u16> {
 }
 
 /// Poll until `check` holds; panic with `what` and the proxy's stderr after the deadline.
-async fn eventually<F, Fut>(what: &str, stderr: &Arc<Mutex<String>>, mut check: F)
+async fn eventually<F, Fut>(what: &str, stderr: &Arc<Mutex<String>>, check: F)
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = bool>,
 {
-    let deadline = tokio::time::Instant::now() + DEADLINE;
-    while !check().await {
-        if tokio::time::Instant::now() > deadline {
-            panic!(
-                "timed out: {what}\nproxy stderr:\n{}",
-                stderr.lock().unwrap()
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
+    if !weft_testkit::wait::until(DEADLINE, check).await {
+        panic!(
+            "timed out: {what}\nproxy stderr:\n{}",
+            stderr.lock().unwrap()
+        );
     }
 }
 

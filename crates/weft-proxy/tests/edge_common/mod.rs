@@ -129,19 +129,12 @@ pub async fn applied(running: &Running, version: &str) {
 }
 
 /// Poll `check` until it returns true; fail the test after [`DEADLINE`].
-pub async fn eventually<F, Fut>(what: &str, mut check: F)
+pub async fn eventually<F, Fut>(what: &str, check: F)
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = bool>,
 {
-    let deadline = tokio::time::Instant::now() + DEADLINE;
-    while !check().await {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting: {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    weft_testkit::wait::eventually(what, DEADLINE, check).await
 }
 
 /// Run `fut` with the test deadline.
