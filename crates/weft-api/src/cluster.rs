@@ -73,6 +73,13 @@ pub struct Endpoint {
     /// The workload's SPIFFE identity when it runs a weft proxy (mTLS target).
     #[serde(default)]
     pub identity: Option<String>,
+    /// The mesh tunnel of the workload's proxy (`ip:15008`, or the port an explicit-mode
+    /// proxy was given): one TLS 1.3 mTLS HTTP/2 connection per peer proxy carries HTTP
+    /// requests as streams and TCP as CONNECT tunnels to `address`. Set only for
+    /// endpoints that run a weft proxy; with `UpstreamTls::IstioMutual*` traffic to this
+    /// endpoint goes through the tunnel instead of to `address` directly.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tunnel: Option<String>,
 }
 
 fn default_weight() -> u32 {

@@ -75,6 +75,34 @@ pub struct FilterChain {
     #[serde(default)]
     pub r#match: ChainMatch,
     pub protocol: ChainProtocol,
+    /// Inbound chains: the effective PeerAuthentication for this port. Absent: the chain
+    /// neither expects nor terminates mesh TLS (outbound and gateway chains).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mtls: Option<InboundMtls>,
+}
+
+/// PeerAuthentication as it applies to one inbound port (mesh < namespace < workload,
+/// then `portLevelMtls`; UNSET inherits; the mesh default is PERMISSIVE).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InboundMtls {
+    pub mode: MtlsMode,
+    /// The PeerAuthentication that decided the mode; none for the mesh default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub origin: Option<crate::Origin>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum MtlsMode {
+    /// Only mesh mTLS: a plaintext connection is closed, counted and logged with its
+    /// source address.
+    Strict,
+    /// Both: the first bytes tell a TLS ClientHello (terminated with mesh certificates)
+    /// from plaintext (served as is).
+    Permissive,
+    /// Plaintext only; TLS bytes are passed to the application untouched.
+    Disable,
 }
 
 /// What a chain speaks and does. `Detect` sniffs the first bytes (with a short timeout)
@@ -86,6 +114,11 @@ pub enum ChainProtocol {
     Tcp(TcpChain),
     /// TLS not terminated: route by SNI (Istio `tls` routes, gateway PASSTHROUGH).
     TlsPassthrough(TlsPassthroughChain),
+    /// The mesh tunnel port (15008): TLS 1.3 mTLS with mesh certificates, HTTP/2 inside.
+    /// Each HTTP/2 stream is either an HTTP request or a CONNECT to `ip:port`; both are
+    /// dispatched to the chain of `inbound_listener` that matches the target port, as if
+    /// they had arrived there, with the client's SPIFFE ID recorded.
+    Tunnel(TunnelChain),
     Detect {
         http: HttpChain,
         tcp: TcpChain,
@@ -120,6 +153,13 @@ pub struct TcpChain {
     pub idle_timeout: Option<Duration>,
     /// Which object chose this route, for errors and `weft why`.
     pub origin: Option<crate::Origin>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TunnelChain {
+    /// The listener whose chains serve the tunnelled streams (`inbound`).
+    pub inbound_listener: String,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

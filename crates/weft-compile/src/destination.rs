@@ -264,6 +264,7 @@ pub fn build_cluster(
                     weight: e.weight,
                     labels: e.labels.clone(),
                     identity: e.identity.clone(),
+                    tunnel: None,
                 })
             })
             .collect(),

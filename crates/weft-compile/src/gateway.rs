@@ -211,6 +211,7 @@ pub fn build(ctx: &Ctx, ports: &BTreeMap<u16, SocketAddr>, cfg: &mut ProxyConfig
             chains: vec![FilterChain {
                 name: chain_name,
                 r#match: ChainMatch::default(),
+                mtls: None,
                 protocol,
             }],
             fallback: Fallback::Blackhole {

@@ -79,6 +79,7 @@ pub fn chain(
             weight: 1,
             labels: Default::default(),
             identity: None,
+            tunnel: None,
         }],
         lb: LbPolicy::LeastRequest,
         connect_timeout: ctx.mesh.connect_timeout(),
@@ -158,6 +159,7 @@ pub fn chain(
             destination_port: match_port,
             ..Default::default()
         },
+        mtls: None,
         protocol,
     }
 }

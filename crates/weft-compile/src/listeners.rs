@@ -238,6 +238,7 @@ pub fn transparent_outbound(
                     destination_addresses: s.addresses.clone(),
                     server_names: Vec::new(),
                 },
+                mtls: None,
                 protocol,
             });
         }
@@ -274,6 +275,7 @@ pub fn transparent_outbound(
             port_wide.push(FilterChain {
                 name: table,
                 r#match: port_match,
+                mtls: None,
                 protocol,
             });
         }
@@ -350,6 +352,7 @@ pub fn explicit_outbound(
         chains: vec![FilterChain {
             name: name.clone(),
             r#match: ChainMatch::default(),
+            mtls: None,
             protocol: ChainProtocol::Http(HttpChain {
                 http_proxy: true,
                 ..http_chain(&name)
@@ -372,6 +375,7 @@ pub fn explicit_outbound(
             chains: vec![FilterChain {
                 name,
                 r#match: ChainMatch::default(),
+                mtls: None,
                 protocol: ChainProtocol::Tcp(tcp_chain(routes, svc, up.port)),
             }],
             fallback: fallback(ctx),

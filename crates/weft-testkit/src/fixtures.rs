@@ -24,6 +24,7 @@ pub fn cluster(name: &str, endpoints: &[SocketAddr]) -> Cluster {
                 weight: 1,
                 labels: Default::default(),
                 identity: None,
+                tunnel: None,
             })
             .collect(),
         lb: LbPolicy::RoundRobin,

@@ -193,6 +193,7 @@ pub fn build(ctx: &Ctx, ports: &BTreeMap<u16, SocketAddr>, cfg: &mut ProxyConfig
             chains: vec![FilterChain {
                 name: table.clone(),
                 r#match: ChainMatch::default(),
+                mtls: None,
                 protocol: ChainProtocol::Http(HttpChain {
                     route_table: table,
                     http_proxy: false,

@@ -107,6 +107,7 @@ mod tests {
         FilterChain {
             name: name.into(),
             r#match: m,
+            mtls: None,
             protocol: ChainProtocol::Tcp(TcpChain::default()),
         }
     }

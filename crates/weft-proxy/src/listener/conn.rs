@@ -138,6 +138,8 @@ async fn handle(
             let target = Target::Cluster(&target.cluster);
             Ok(tcp::forward(stream, &sniffed.bytes, target, None, conn, rt, &own).await?)
         }
+        // Replaced by the mTLS tunnel server (issue 4, in progress).
+        ChainProtocol::Tunnel(_) => Ok(()),
         ChainProtocol::Detect { http, tcp, timeout } => {
             let sniffed = match sniffed {
                 Some(s) => s,
