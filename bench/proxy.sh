@@ -28,5 +28,5 @@ if ! command -v python3 >/dev/null; then
   exit 1
 fi
 
-cargo build --release -q -p weft
+cargo build --release -q -p weft -p weft-proxy
 exec python3 bench/proxy_bench.py

@@ -2,10 +2,13 @@
 """Proxy benchmark driver (run it through bench/proxy.sh, which installs and builds).
 
 One run, all on 127.0.0.1: an nginx upstream answering `200 ok`, then the same load
-against it directly, through one `weft proxy` hop (gateway mode, 100 services configured),
+against it directly, through one `weft-proxy` hop (the lean proxy binary, gateway mode,
+100 services configured, config pushed by a `weft control` process as in production),
 through nginx and through HAProxy. Prints latency per load point, the latency each hop
-adds over direct, closed-loop throughput, RSS and CPU per 1,000 requests, RSS with 100 and
-5,000 services configured, and PASS/MISS per target.
+adds over direct, closed-loop throughput, RSS and CPU per 1,000 requests, idle RSS with
+100 and 5,000 services configured (control-plane mode; the multi-tool `weft proxy
+--control` and `--config-dir` mode as extra rows),
+and PASS/MISS per target. ONLY_RSS=1 measures the RSS points only.
 
 Every process it starts is stopped at the end (also on Ctrl-C); every load is bounded by
 its duration. Standard library only.
@@ -24,6 +27,9 @@ import urllib.request
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 WEFT = os.environ.get("WEFT_BIN", os.path.join(ROOT, "target", "release", "weft"))
+# The lean proxy binary (data plane only), what `weft up` runs when it is next to `weft`.
+WEFT_PROXY = os.environ.get("WEFT_PROXY_BIN",
+                            os.path.join(ROOT, "target", "release", "weft-proxy"))
 OHA = os.environ.get("OHA_BIN") or shutil.which("oha") or os.path.expanduser("~/.cargo/bin/oha")
 DURATION = int(os.environ.get("DURATION", "10"))  # seconds per load point
 WARMUP = int(os.environ.get("WARMUP", "2"))
@@ -313,17 +319,75 @@ spec:
     return cfg, registry
 
 
-def start_weft(work, name, services, upstream):
+def weft_env():
+    return dict(os.environ, TOKIO_WORKER_THREADS=str(THREADS),
+                RUST_LOG=os.environ.get("WEFT_LOG", "info"))
+
+
+def start_weft(work, name, services, upstream, mode="control"):
+    """A gateway proxy with `services` services. `control` (production): the lean
+    `weft-proxy` binary takes compiled config from a `weft control` process (started here,
+    not measured); `control-multi`: the same with the multi-tool `weft proxy --control`;
+    `config-dir`: `weft proxy` loads and compiles the YAML itself. Returns the proxy
+    process, its listen port and the seconds from start until it routes."""
     listen, admin = free_port(), free_port()
     cfg, registry = weft_mesh(work, name, services, listen, upstream)
-    env = dict(os.environ, TOKIO_WORKER_THREADS=str(THREADS),
-               RUST_LOG=os.environ.get("WEFT_LOG", "info"))
     began = time.time()
-    p = start([WEFT, "proxy", "--config-dir", cfg, "--registry", registry,
-               "--id", "gateway-0.bench", "--admin", f"127.0.0.1:{admin}"],
-              os.path.join(work, f"{name}.log"), env)
-    wait_for(f"weft ({name}, {services} services)", lambda: ok_through(listen), 180, p)
+    if mode in ("control", "control-multi"):
+        grpc, debug = free_port(), free_port()
+        cp = start([WEFT, "control", "--config-dir", cfg, "--registry", registry,
+                    "--listen", f"127.0.0.1:{grpc}", "--debug", f"127.0.0.1:{debug}",
+                    "--token", "bench"],
+                   os.path.join(work, f"{name}-control.log"), weft_env())
+        wait_for(f"weft control ({name})", lambda: port_open(grpc), 60, cp)
+        proxy = [WEFT_PROXY] if mode == "control" else [WEFT, "proxy"]
+        args = proxy + ["--control", f"127.0.0.1:{grpc}", "--token", "bench"]
+    else:
+        args = [WEFT, "proxy", "--config-dir", cfg, "--registry", registry]
+    p = start(args + ["--id", "gateway-0.bench", "--admin", f"127.0.0.1:{admin}"],
+              os.path.join(work, f"{name}.log"), weft_env())
+    wait_for(f"weft ({name}, {services} services, {mode})", lambda: ok_through(listen), 120, p)
     return p, listen, time.time() - began
+
+
+def port_open(port):
+    with socket.create_connection(("127.0.0.1", port), timeout=1):
+        return True
+
+
+def stop(p):
+    """Stops one process started by `start` (and forgets it)."""
+    if p.poll() is None:
+        try:
+            os.killpg(p.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+    try:
+        p.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        os.killpg(p.pid, signal.SIGKILL)
+        p.wait()
+
+
+def rss_point(work, name, services, upstream, mode):
+    """Idle RSS of a weft proxy with `services` services, then stops it (and its control
+    plane). Checks that the last service routes first."""
+    started = len(procs)
+    point = {"services": services, "mode": mode, "rss": None, "ready": None}
+    try:
+        p, port, ready = start_weft(work, name, services, upstream, mode)
+        status, _ = http_get(port, host=f"svc{services - 1}.bench.example")
+        if status != 200:
+            raise SystemExit(f"answered {status} for the last service")
+        point.update(rss=settled_rss_mb(p.pid), ready=ready)
+    except SystemExit as e:
+        # A point that fails is reported as such; the others still run.
+        print(f"  weft ({mode}) with {services} services failed: {e}", flush=True)
+        point["error"] = str(e)
+    for q in reversed(procs[started:]):
+        stop(q)
+    del procs[started:]
+    return point
 
 
 # ---------------------------------------------------------------- report
@@ -336,7 +400,46 @@ def verdict(ok):
     return "PASS" if ok else "MISS"
 
 
-def report(results, weft_small_rss, weft_large_rss, large_ready_s):
+def report(results, rss_points):
+    direct = results.get("direct")
+    if direct is not None:
+        report_load(results)
+    print()
+    print("weft proxy RSS idle by config size (VmRSS once the config is applied and it routes;")
+    print("`control`: the `weft-proxy` binary, config pushed by `weft control`, as in production,")
+    print("the control plane not counted; `control-multi`: the same with the multi-tool")
+    print("`weft proxy --control`; `config-dir`: `weft proxy` also loads and compiles the YAML)")
+    print(f"  {'mode':<14} {'services':>8} {'RSS':>9} {'ready after':>12}")
+    for r in rss_points:
+        if r["rss"] is None:
+            print(f"  {r['mode']:<14} {r['services']:>8,}    failed ({r['error']})")
+        else:
+            print(f"  {r['mode']:<14} {r['services']:>8,} {r['rss']:>7.1f}MB "
+                  f"{r['ready']:>11.1f}s")
+    rss = {(r["mode"], r["services"]): r["rss"] for r in rss_points}
+    small = rss[("control", SERVICES_SMALL)] or float("inf")
+    large = rss[("control", SERVICES_LARGE)] or float("inf")
+    print()
+    print("targets")
+    rows = target_rows(results) if direct is not None else []
+    rows += [(f"RSS idle, {SERVICES_SMALL} services <= {TARGET_RSS_SMALL_MB} MB (control)",
+              f"{small:.1f} MB", small <= TARGET_RSS_SMALL_MB),
+             (f"RSS idle, {SERVICES_LARGE} services <= {TARGET_RSS_LARGE_MB} MB (control)",
+              f"{large:.1f} MB", large <= TARGET_RSS_LARGE_MB)]
+    if direct is not None:
+        cpu = max(results["weft"]["open"][r]["cpu_per_1k"] for r in RATES)
+        rows.append((f"CPU per 1,000 requests <= {TARGET_CPU_PER_1K} s (worst load point)",
+                     f"{cpu:.4f} s", cpu <= TARGET_CPU_PER_1K))
+    for what, got, ok in rows:
+        print(f"  {verdict(ok)}  {what:<52} {got}")
+    if direct is not None:
+        errors = sum(r["open"][k]["errors"] for r in results.values() for k in RATES)
+        errors += sum(r["max"]["errors"] for r in results.values())
+        if errors:
+            print(f"  note: {errors} requests failed or were not 200 (see the tables)")
+
+
+def report_load(results):
     direct = results["direct"]
     names = [n for n in ("weft", "nginx", "haproxy") if n in results]
     print()
@@ -372,18 +475,13 @@ def report(results, weft_small_rss, weft_large_rss, large_ready_s):
         print(f"  {n:<8} {fmt(r['max']['rps']):>9} "
               f"{r['max']['rps'] / direct['max']['rps']:>9.2f} "
               f"{r['rss_idle']:>7.1f}MB {r['rss_load']:>7.1f}MB {r['rss_peak']:>7.1f}MB {cpu}")
-    print()
-    print(f"weft RSS idle with config size: {SERVICES_SMALL} services {weft_small_rss:.1f} MB, "
-          f"{SERVICES_LARGE} services {weft_large_rss:.1f} MB "
-          f"(ready {large_ready_s:.1f}s after start, compile included)")
 
-    w = results["weft"]
+
+def target_rows(results):
+    direct, w = results["direct"], results["weft"]
     d1 = direct["open"][1000] if 1000 in direct["open"] else direct["open"][RATES[0]]
     w1 = w["open"][1000] if 1000 in w["open"] else w["open"][RATES[0]]
     added50, added99 = w1["p50"] - d1["p50"], w1["p99"] - d1["p99"]
-    cpu = max(w["open"][r]["cpu_per_1k"] for r in RATES)
-    print()
-    print("targets")
     rows = [(f"added p50 at 1,000 rps <= {TARGET_ADDED_P50_US} µs", f"{added50:.0f} µs",
              added50 <= TARGET_ADDED_P50_US),
             (f"added p99 at 1,000 rps <= {TARGET_ADDED_P99_US} µs", f"{added99:.0f} µs",
@@ -394,22 +492,11 @@ def report(results, weft_small_rss, weft_large_rss, large_ready_s):
             mine = w["open"][rate]["p99"] - direct["open"][rate]["p99"]
             rows.append((f"added p99 at {rate:,} rps <= HAProxy's ({hap:.0f} µs)",
                          f"{mine:.0f} µs", mine <= hap))
-    rows += [(f"RSS idle, {SERVICES_SMALL} services <= {TARGET_RSS_SMALL_MB} MB",
-              f"{weft_small_rss:.1f} MB", weft_small_rss <= TARGET_RSS_SMALL_MB),
-             (f"RSS idle, {SERVICES_LARGE} services <= {TARGET_RSS_LARGE_MB} MB",
-              f"{weft_large_rss:.1f} MB", weft_large_rss <= TARGET_RSS_LARGE_MB),
-             (f"CPU per 1,000 requests <= {TARGET_CPU_PER_1K} s (worst load point)",
-              f"{cpu:.4f} s", cpu <= TARGET_CPU_PER_1K)]
-    for what, got, ok in rows:
-        print(f"  {verdict(ok)}  {what:<48} {got}")
-    errors = sum(r["open"][k]["errors"] for r in results.values() for k in RATES)
-    errors += sum(r["max"]["errors"] for r in results.values())
-    if errors:
-        print(f"  note: {errors} requests failed or were not 200 (see the tables)")
+    return rows
 
 
 def main():
-    for tool in (WEFT, OHA):
+    for tool in (WEFT, WEFT_PROXY, OHA):
         if not (os.path.isfile(tool) and os.access(tool, os.X_OK)):
             sys.exit(f"error: {tool} not found (run bench/proxy.sh, which builds/installs it)")
     work = tempfile.mkdtemp(prefix="weft-bench-")
@@ -419,35 +506,40 @@ def main():
         p = start(nginx_conf(work, "upstream", up, 1), os.path.join(work, "upstream.log"))
         wait_for("upstream nginx", lambda: ok_through(up), 10, p)
 
-        weft, weft_port, _ = start_weft(work, "weft", SERVICES_SMALL, up)
-        weft_small_rss = settled_rss_mb(weft.pid)
-        setups = [("direct", up, None), ("weft", weft_port, weft.pid)]
+        rss_points = []
+        if os.environ.get("ONLY_RSS") != "1":
+            weft, weft_port, _ = start_weft(work, "weft", SERVICES_SMALL, up)
+            setups = [("direct", up, None), ("weft", weft_port, weft.pid)]
+            if shutil.which("nginx"):
+                ngx = free_port()
+                p = start(nginx_conf(work, "proxy", ngx, THREADS, upstream=up),
+                          os.path.join(work, "nginx.log"))
+                wait_for("nginx proxy", lambda: ok_through(ngx), 10, p)
+                setups.append(("nginx", ngx, p.pid))
+            if shutil.which("haproxy"):
+                hap = free_port()
+                p = start(haproxy_conf(work, hap, up, THREADS),
+                          os.path.join(work, "haproxy.log"))
+                wait_for("haproxy", lambda: ok_through(hap), 10, p)
+                setups.append(("haproxy", hap, p.pid))
 
-        if shutil.which("nginx"):
-            ngx = free_port()
-            p = start(nginx_conf(work, "proxy", ngx, THREADS, upstream=up),
-                      os.path.join(work, "nginx.log"))
-            wait_for("nginx proxy", lambda: ok_through(ngx), 10, p)
-            setups.append(("nginx", ngx, p.pid))
-        if shutil.which("haproxy"):
-            hap = free_port()
-            p = start(haproxy_conf(work, hap, up, THREADS), os.path.join(work, "haproxy.log"))
-            wait_for("haproxy", lambda: ok_through(hap), 10, p)
-            setups.append(("haproxy", hap, p.pid))
+            print(f"work dir {work}; upstream nginx on 127.0.0.1:{up}")
+            for name, port, pid in setups:
+                results[name] = measure(name, port, pid)
+            # Only the upstream stays for the RSS points.
+            for q in reversed(procs[1:]):
+                stop(q)
+            del procs[1:]
 
-        print(f"work dir {work}; upstream nginx on 127.0.0.1:{up}")
-        for name, port, pid in setups:
-            results[name] = measure(name, port, pid)
-
-        print(f"  weft with {SERVICES_LARGE} services: compiling and starting", flush=True)
-        large, large_port, large_ready = start_weft(work, "weft-large", SERVICES_LARGE, up)
-        status, _ = http_get(large_port, host=f"svc{SERVICES_LARGE - 1}.bench.example")
-        if status != 200:
-            sys.exit(f"error: weft with {SERVICES_LARGE} services answered {status}")
-        weft_large_rss = settled_rss_mb(large.pid)
+        points = [("control", SERVICES_SMALL), ("control", SERVICES_LARGE),
+                  ("control-multi", SERVICES_SMALL),
+                  ("config-dir", SERVICES_SMALL), ("config-dir", SERVICES_LARGE)]
+        for mode, services in points:
+            print(f"  weft ({mode}) with {services} services: idle RSS", flush=True)
+            rss_points.append(rss_point(work, f"rss-{mode}-{services}", services, up, mode))
     finally:
         stop_all()
-    report(results, weft_small_rss, weft_large_rss, large_ready)
+    report(results, rss_points)
     if os.environ.get("KEEP_WORK") != "1":
         shutil.rmtree(work, ignore_errors=True)
 

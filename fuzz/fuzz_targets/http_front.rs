@@ -137,6 +137,8 @@ async fn run(data: &[u8], rt: RuntimeHandle) {
         original_dst: addr,
         local: addr,
         sni: None,
+        peer_identity: None,
+        local_identity: None,
     };
     let chain = HttpChain {
         route_table: "fuzz".into(),

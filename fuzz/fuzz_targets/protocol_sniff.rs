@@ -5,7 +5,8 @@
 
 use libfuzzer_sys::fuzz_target;
 use weft_proxy::listener::detect::{
-    MAX_SNIFF_BYTES, Protocol, TlsHello, parse_client_hello, sniff, sniff_final,
+    MAX_SNIFF_BYTES, Protocol, TlsHello, client_hello_alpn, parse_client_hello, sniff,
+    sniff_final,
 };
 
 fuzz_target!(|data: &[u8]| {
@@ -40,5 +41,12 @@ fuzz_target!(|data: &[u8]| {
         }
         TlsHello::NotTls => assert!(!matches!(settled, Protocol::Tls { .. }) || data.is_empty()),
         TlsHello::Parsed { sni: None } | TlsHello::NeedMore | TlsHello::Malformed => {}
+    }
+    // ALPN (mTLS PERMISSIVE reads it): only complete ClientHellos have an answer.
+    if client_hello_alpn(data).is_some() {
+        assert!(!matches!(
+            parse_client_hello(data),
+            TlsHello::NeedMore | TlsHello::NotTls
+        ));
     }
 });

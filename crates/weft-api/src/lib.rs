@@ -9,6 +9,7 @@
 //! virtual host, cluster), because that is what mesh operators already know.
 
 mod cluster;
+mod codec;
 mod duration;
 mod listener;
 mod route;

@@ -116,8 +116,9 @@ pub enum ChainProtocol {
     TlsPassthrough(TlsPassthroughChain),
     /// The mesh tunnel port (15008): TLS 1.3 mTLS with mesh certificates, HTTP/2 inside.
     /// Each HTTP/2 stream is either an HTTP request or a CONNECT to `ip:port`; both are
-    /// dispatched to the chain of `inbound_listener` that matches the target port, as if
-    /// they had arrived there, with the client's SPIFFE ID recorded.
+    /// dispatched by target port to an inbound listener ([`TunnelChain::inbound_listeners`])
+    /// and its chain that matches the target, as if they had arrived there, with the
+    /// client's SPIFFE ID recorded.
     Tunnel(TunnelChain),
     Detect {
         http: HttpChain,
@@ -158,8 +159,26 @@ pub struct TcpChain {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TunnelChain {
-    /// The listener whose chains serve the tunnelled streams (`inbound`).
-    pub inbound_listener: String,
+    /// Where tunnelled streams go. A stream to `ip:port` takes the first entry whose `port`
+    /// is the target port or is absent; it is then matched against that listener's chains
+    /// as a connection whose (original) destination is `ip:port`, and meets that
+    /// listener's fallback when no chain takes it. No entry: the tunnel listener's fallback.
+    ///
+    /// Transparent capture: one entry without port, `inbound` (chains match on
+    /// `destination_port`). Explicit capture: one entry per inbound port,
+    /// `{port: 3002, listener: "inbound|3002"}` (those listeners bind a port of their own,
+    /// which may differ from the target port, so their chains carry no port match).
+    pub inbound_listeners: Vec<TunnelTarget>,
+}
+
+/// One inbound listener a tunnel dispatches to.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TunnelTarget {
+    /// The target port this entry serves; none = any port.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
+    pub listener: String,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

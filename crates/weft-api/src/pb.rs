@@ -54,7 +54,7 @@ impl Resource {
         Ok(Resource {
             key: Some(ResourceKey::new(kind, name)),
             version: content_version(&body),
-            body,
+            body: body.into(),
         })
     }
 

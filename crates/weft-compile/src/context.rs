@@ -9,17 +9,22 @@ use weft_config::kinds::istio::{MeshConfig, OutboundMode};
 use crate::Snapshot;
 use crate::destination::{MergedRule, RuleIndex, cluster_name};
 use crate::input::WorkloadInstance;
+use crate::peer_auth::PeerPolicies;
 use crate::registry::{Service, ServiceIndex, resolve_host};
 use crate::scope::{SidecarScope, exported_to};
 
 pub struct Ctx<'a> {
     pub objects: &'a [weft_config::Object],
+    /// The same objects oldest first.
+    pub aged: &'a [&'a weft_config::Object],
     pub mesh: &'a MeshConfig,
     pub instance: &'a WorkloadInstance,
     /// Visible services, one per host, sorted by host.
     pub services: Vec<&'a Service>,
     pub scope: SidecarScope,
-    pub rules: RuleIndex<'a>,
+    pub rules: &'a RuleIndex<'a>,
+    /// PeerAuthentication, for this proxy's inbound ports and auto-mTLS to its peers.
+    pub peers: &'a PeerPolicies<'a>,
     /// Every service of the mesh, visible or not (inbound ports come from here).
     pub index: &'a ServiceIndex,
 }
@@ -35,7 +40,7 @@ impl<'a> Ctx<'a> {
         let scope = if is_gateway {
             SidecarScope::default()
         } else {
-            SidecarScope::for_instance(snapshot.objects, mesh, instance)
+            SidecarScope::for_instance(&snapshot.aged, mesh, instance)
         };
         let ns = instance.namespace.as_str();
         // One service per host: the proxy's own namespace first, then the oldest.
@@ -58,11 +63,13 @@ impl<'a> Ctx<'a> {
         }
         Ctx {
             objects: snapshot.objects,
+            aged: &snapshot.aged,
             mesh,
             instance,
             services: by_host.into_values().collect(),
             scope,
-            rules: RuleIndex::new(snapshot.objects, mesh),
+            rules: &snapshot.rules,
+            peers: &snapshot.peers,
             index,
         }
     }

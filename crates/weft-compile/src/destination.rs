@@ -5,8 +5,8 @@
 use std::time::Duration;
 
 use weft_api::{
-    Cluster, ConnectionLimits, Discovery, Endpoint, HashKey, LbPolicy, Origin, OriginateTls,
-    OutlierDetection, TcpKeepalive, UpstreamProtocol, UpstreamTls,
+    Cluster, ConnectionLimits, Discovery, Endpoint, HashKey, LbPolicy, MtlsMode, Origin,
+    OriginateTls, OutlierDetection, TcpKeepalive, UpstreamProtocol, UpstreamTls,
 };
 use weft_config::kinds::istio::{
     ClientTLSMode, ClientTLSSettings, ConnectionPoolSettings, DestinationRule, H2UpgradePolicy,
@@ -14,8 +14,10 @@ use weft_config::kinds::istio::{
 };
 use weft_config::{Body, Object};
 
-use crate::order::by_age;
-use crate::registry::{Protocol, Service, ServiceSource, host_matches, resolve_host};
+use crate::peer_auth::PeerPolicies;
+use crate::registry::{
+    Protocol, Service, ServiceEndpoint, ServiceSource, host_matches, resolve_host,
+};
 use crate::scope::{export_or_default, exported_to};
 
 /// Istio's default ring size for consistent hashing.
@@ -47,9 +49,11 @@ pub struct RuleIndex<'a> {
 }
 
 impl<'a> RuleIndex<'a> {
-    pub fn new(objects: &'a [Object], mesh: &MeshConfig) -> RuleIndex<'a> {
-        let rules = by_age(objects)
-            .into_iter()
+    /// From the snapshot's objects, oldest first.
+    pub fn from_aged(aged: &[&'a Object], mesh: &MeshConfig) -> RuleIndex<'a> {
+        let rules = aged
+            .iter()
+            .copied()
             .filter_map(|o| match &o.body {
                 Body::DestinationRule(dr) => Some((o, dr, resolve_host(&dr.host, o.namespace()))),
                 _ => None,
@@ -205,12 +209,14 @@ pub fn cluster_name(port: u16, subset: &str, fqdn: &str) -> String {
 }
 
 /// Build the cluster for `service` port `port`, optionally restricted to `subset`.
+/// `peers` decides auto-mTLS per endpoint.
 pub fn build_cluster(
     service: &Service,
     port: u16,
     subset: Option<&Subset>,
     rule: Option<&MergedRule>,
     mesh: &MeshConfig,
+    peers: &PeerPolicies<'_>,
 ) -> Cluster {
     let top = rule.and_then(|r| r.traffic_policy.as_ref());
     let policy = effective_policy(top, subset.and_then(|s| s.traffic_policy.as_ref()), port);
@@ -249,6 +255,7 @@ pub fn build_cluster(
     } else {
         discovery(service, port)
     };
+    let tls = upstream_tls(policy.tls.as_ref(), mesh);
     let endpoints = match discovery {
         Discovery::Static => service
             .endpoints
@@ -264,7 +271,7 @@ pub fn build_cluster(
                     weight: e.weight,
                     labels: e.labels.clone(),
                     identity: e.identity.clone(),
-                    tunnel: None,
+                    tunnel: endpoint_tunnel(e, *p, &service.namespace, &tls, peers),
                 })
             })
             .collect(),
@@ -310,8 +317,25 @@ pub fn build_cluster(
             }),
         outlier_detection: policy.outlier_detection.as_ref().map(outlier),
         protocol: upstream,
-        tls: upstream_tls(policy.tls.as_ref(), mesh),
+        tls,
     }
+}
+
+/// The tunnel an endpoint is reached through. Auto-mTLS, as Istio decides it per endpoint:
+/// only when the destination's effective PeerAuthentication for the target port is not
+/// DISABLE (plaintext then goes to `address`). An explicit ISTIO_MUTUAL keeps the tunnel
+/// whatever the destination says. Instances share their service's namespace.
+fn endpoint_tunnel(
+    e: &ServiceEndpoint,
+    target_port: u16,
+    namespace: &str,
+    tls: &UpstreamTls,
+    peers: &PeerPolicies<'_>,
+) -> Option<String> {
+    let tunnel = e.tunnel.clone()?;
+    let disabled = matches!(tls, UpstreamTls::IstioMutualAuto)
+        && peers.effective(namespace, &e.labels, target_port).mode == MtlsMode::Disable;
+    (!disabled).then_some(tunnel)
 }
 
 /// `ip:port`, with brackets for IPv6.

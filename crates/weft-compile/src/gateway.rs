@@ -15,7 +15,6 @@ use weft_config::{Body, Object};
 
 use crate::context::Ctx;
 use crate::http_route::{RouteEnv, qualify_gateway};
-use crate::order::by_age;
 use crate::registry::{host_matches, resolve_host};
 use crate::routes::{origin_of, sni_routes, weighted};
 use crate::scope::{export_or_default, exported_to};
@@ -76,8 +75,10 @@ fn namespace_admits(ns_part: &str, gateway_ns: &str, vs_ns: &str) -> bool {
 }
 
 pub fn build(ctx: &Ctx, ports: &BTreeMap<u16, SocketAddr>, cfg: &mut ProxyConfig) {
-    let gateways: Vec<(&Object, &Gateway)> = by_age(ctx.objects)
-        .into_iter()
+    let gateways: Vec<(&Object, &Gateway)> = ctx
+        .aged
+        .iter()
+        .copied()
         .filter_map(|o| match &o.body {
             Body::Gateway(g) => Some((o, g)),
             _ => None,
@@ -101,8 +102,10 @@ pub fn build(ctx: &Ctx, ports: &BTreeMap<u16, SocketAddr>, cfg: &mut ProxyConfig
         }
     }
     let default_export = ctx.mesh.default_virtual_service_export_to();
-    let virtual_services: Vec<(&Object, &VirtualService)> = by_age(ctx.objects)
-        .into_iter()
+    let virtual_services: Vec<(&Object, &VirtualService)> = ctx
+        .aged
+        .iter()
+        .copied()
         .filter_map(|o| match &o.body {
             Body::VirtualService(vs) if !vs.is_delegate() => Some((o, vs)),
             _ => None,

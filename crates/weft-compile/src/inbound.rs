@@ -159,7 +159,7 @@ pub fn chain(
             destination_port: match_port,
             ..Default::default()
         },
-        mtls: None,
+        mtls: Some(ctx.peers.effective(ctx.namespace(), ctx.labels(), port)),
         protocol,
     }
 }

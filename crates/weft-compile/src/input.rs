@@ -18,7 +18,18 @@
 //!     outboundHttpProxy: 127.0.0.3:15001
 //!     inbound:
 //!     - {port: 3002, bind: 127.0.0.3:3002, app: 127.0.0.3:13002}
+//!     tunnel: 127.0.0.3:15008
+//! - name: web-0
+//!   namespace: shop
+//!   address: 10.0.0.7
+//!   proxy: {capture: transparent}
 //! ```
+//!
+//! `tunnel` is where the proxy accepts mesh mTLS (one TLS 1.3 HTTP/2 connection per peer
+//! proxy, as Istio's HBONE on 15008). Transparent proxies always accept it, by default on
+//! `0.0.0.0:15008` (`tunnel: 0.0.0.0:15008` to move it); explicit proxies only when
+//! `tunnel` is given (an unspecified IP such as `0.0.0.0:15008` is reached on the
+//! instance's `address`). Gateways accept no tunnel: they only originate mTLS.
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
@@ -32,7 +43,7 @@ pub struct Registry {
     pub instances: Vec<WorkloadInstance>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct WorkloadInstance {
     /// Unique within the namespace (`cart-0`).
@@ -67,7 +78,7 @@ impl WorkloadInstance {
 }
 
 /// How an instance's proxy captures traffic and where it binds.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(tag = "capture", rename_all = "camelCase", deny_unknown_fields)]
 pub enum ProxySettings {
     /// iptables REDIRECT into two ports, as on Kubernetes (Istio's 15001 / 15006).
@@ -77,6 +88,9 @@ pub enum ProxySettings {
         outbound: SocketAddr,
         #[serde(default = "default_inbound")]
         inbound: SocketAddr,
+        /// The mesh tunnel (mTLS from other proxies).
+        #[serde(default = "default_tunnel")]
+        tunnel: SocketAddr,
     },
     /// No redirection: applications use the proxy as HTTP proxy (and local TCP ports), and
     /// the proxy listens on the service ports in front of the application.
@@ -89,6 +103,10 @@ pub enum ProxySettings {
         tcp_upstreams: Vec<TcpUpstream>,
         #[serde(default)]
         inbound: Vec<InboundPort>,
+        /// Where this proxy accepts mesh mTLS; none = it takes no mesh mTLS, peers reach
+        /// its inbound ports in plaintext.
+        #[serde(default)]
+        tunnel: Option<SocketAddr>,
     },
     /// A gateway proxy: serves the Gateway servers that select this instance; `ports` maps
     /// a server port to the local address it binds (e.g. 80 -> 127.0.0.1:8080).
@@ -121,7 +139,40 @@ fn default_inbound() -> SocketAddr {
     SocketAddr::from(([0, 0, 0, 0], 15006))
 }
 
-#[derive(Debug, Clone, Deserialize)]
+/// Istio's HBONE port.
+pub const DEFAULT_TUNNEL_PORT: u16 = 15008;
+
+fn default_tunnel() -> SocketAddr {
+    SocketAddr::from(([0, 0, 0, 0], DEFAULT_TUNNEL_PORT))
+}
+
+impl ProxySettings {
+    /// The address this proxy binds for the mesh tunnel, if it accepts one.
+    pub fn tunnel_bind(&self) -> Option<SocketAddr> {
+        match self {
+            ProxySettings::Transparent { tunnel, .. } => Some(*tunnel),
+            ProxySettings::Explicit { tunnel, .. } => *tunnel,
+            ProxySettings::Gateway { .. } => None,
+        }
+    }
+}
+
+impl WorkloadInstance {
+    /// The address peers dial for this instance's mesh tunnel: its own address with the
+    /// tunnel port under transparent capture (the tunnel binds every interface of the
+    /// pod), the configured address in explicit mode (its IP, or the instance address
+    /// when that IP is unspecified).
+    pub fn tunnel_address(&self) -> Option<SocketAddr> {
+        let bind = self.proxy.as_ref()?.tunnel_bind()?;
+        let ip = match self.proxy {
+            Some(ProxySettings::Explicit { .. }) if !bind.ip().is_unspecified() => bind.ip(),
+            _ => self.address,
+        };
+        Some(SocketAddr::new(ip, bind.port()))
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct TcpUpstream {
     /// Service host as written in config (`db` or `db.shop.svc.cluster.local`).
@@ -130,7 +181,7 @@ pub struct TcpUpstream {
     pub bind: SocketAddr,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct InboundPort {
     /// The port clients address (the Service's targetPort on this instance).
@@ -139,4 +190,58 @@ pub struct InboundPort {
     pub bind: SocketAddr,
     /// Where the application really listens.
     pub app: SocketAddr,
+}
+
+#[cfg(test)]
+mod tests {
+    fn tunnels(yaml: &str) -> Vec<Option<String>> {
+        crate::parse_registry("r.yaml", yaml)
+            .unwrap()
+            .instances
+            .iter()
+            .map(|i| i.tunnel_address().map(|a| a.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn tunnel_addresses_by_capture_mode() {
+        let got = tunnels(
+            "instances:
+- {name: t, namespace: n, address: 10.0.0.1, proxy: {capture: transparent}}
+- {name: t2, namespace: n, address: 10.0.0.2, proxy: {capture: transparent, tunnel: '127.0.0.1:15009'}}
+- {name: e, namespace: n, address: 10.0.0.3, proxy: {capture: explicit, outboundHttpProxy: '127.0.0.1:15001', tunnel: '0.0.0.0:15100'}}
+- {name: e2, namespace: n, address: 10.0.0.4, proxy: {capture: explicit, outboundHttpProxy: '127.0.0.1:15001', tunnel: '127.0.0.4:15100'}}
+- {name: e3, namespace: n, address: 10.0.0.5, proxy: {capture: explicit, outboundHttpProxy: '127.0.0.1:15001'}}
+- {name: g, namespace: n, address: 10.0.0.6, proxy: {capture: gateway}}
+- {name: none, namespace: n, address: 10.0.0.7}
+",
+        );
+        let want = [
+            Some("10.0.0.1:15008"),
+            // Transparent: peers dial the pod address; the bind IP is local to the pod.
+            Some("10.0.0.2:15009"),
+            Some("10.0.0.3:15100"),
+            Some("127.0.0.4:15100"),
+            None,
+            None,
+            None,
+        ];
+        assert_eq!(
+            got,
+            want.iter()
+                .map(|w| w.map(str::to_string))
+                .collect::<Vec<_>>()
+        );
+        // Gateways take no tunnel setting at all.
+        let e = crate::parse_registry(
+            "r.yaml",
+            "instances:\n- {name: g, namespace: n, address: 10.0.0.6, proxy: {capture: gateway, tunnel: '0.0.0.0:15008'}}\n",
+        )
+        .unwrap_err();
+        assert!(
+            e.message.contains("unknown field `tunnel`"),
+            "{}",
+            e.message
+        );
+    }
 }

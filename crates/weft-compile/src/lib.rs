@@ -21,16 +21,22 @@ mod input;
 mod linkerd;
 mod listeners;
 mod order;
+mod peer_auth;
 mod ratelimit;
 mod registry;
 mod retry;
 mod routes;
 mod scope;
+mod tunnel;
+mod version;
 
 pub use gateway_api::gateway::GATEWAY_NAME_LABEL;
-pub use input::{InboundPort, ProxySettings, Registry, TcpUpstream, WorkloadInstance};
+pub use input::{
+    DEFAULT_TUNNEL_PORT, InboundPort, ProxySettings, Registry, TcpUpstream, WorkloadInstance,
+};
 pub use registry::{Protocol, Service, ServiceIndex};
 pub use routes::{HostPort, HostRoutes, HttpRoutes, TcpTarget};
+pub use version::{version_from_encoded, version_of};
 
 use weft_api::{
     Cluster, ConnectionLimits, Discovery, LbPolicy, Node, NodeKind, ProxyConfig, RouteAction,
@@ -39,19 +45,32 @@ use weft_api::{
 use weft_config::Object;
 use weft_config::kinds::istio::MeshConfig;
 
-/// The configuration a proxy's config is compiled from.
+/// The configuration a proxy's config is compiled from, with the lookups every proxy's
+/// compilation needs built once: conflicts are resolved by age in many places, and
+/// sorting the objects per proxy and per pass was most of a proxy's compile time.
 pub struct Snapshot<'a> {
     pub objects: &'a [Object],
     pub mesh: MeshConfig,
+    /// The objects oldest first ([`order::by_age`]).
+    aged: Vec<&'a Object>,
+    rules: destination::RuleIndex<'a>,
+    peers: peer_auth::PeerPolicies<'a>,
 }
 
 impl<'a> Snapshot<'a> {
     /// A snapshot whose mesh config comes from the objects (an `istio` ConfigMap or an
     /// IstioOperator) or Istio's defaults.
     pub fn new(objects: &'a [Object]) -> Snapshot<'a> {
+        let mesh = MeshConfig::from_objects(objects);
+        let aged = order::by_age(objects);
+        let rules = destination::RuleIndex::from_aged(&aged, &mesh);
+        let peers = peer_auth::PeerPolicies::from_aged(&aged, &mesh);
         Snapshot {
             objects,
-            mesh: MeshConfig::from_objects(objects),
+            mesh,
+            aged,
+            rules,
+            peers,
         }
     }
 }
@@ -86,11 +105,6 @@ pub fn compile(
             known: known.join(", "),
         });
     };
-    let Some(proxy) = &instance.proxy else {
-        return Err(CompileError::NoProxy {
-            id: proxy_id.to_string(),
-        });
-    };
     let mesh = &snapshot.mesh;
     let index = ServiceIndex::build(
         snapshot.objects,
@@ -98,8 +112,40 @@ pub fn compile(
         &mesh.default_service_export_to(),
         mesh.trust_domain(),
     );
+    compile_with_index(snapshot, &index, instance)
+}
+
+/// [`compile`] for one registry instance with the service index already built (from the
+/// same snapshot and registry): the control plane builds the index once per change and
+/// compiles many proxies from it.
+pub fn compile_with_index(
+    snapshot: &Snapshot<'_>,
+    index: &ServiceIndex,
+    instance: &WorkloadInstance,
+) -> Result<ProxyConfig, CompileError> {
+    let mut cfg = compile_unversioned(snapshot, index, instance)?;
+    cfg.version = version_of(&cfg);
+    Ok(cfg)
+}
+
+/// [`compile_with_index`] leaving `version` empty, for a caller that encodes every resource
+/// anyway and derives the version from the encodings ([`version_from_encoded`]) rather
+/// than serialising the whole config a second time.
+pub fn compile_unversioned(
+    snapshot: &Snapshot<'_>,
+    index: &ServiceIndex,
+    instance: &WorkloadInstance,
+) -> Result<ProxyConfig, CompileError> {
+    let proxy_id = instance.proxy_id();
+    let proxy_id = proxy_id.as_str();
+    let Some(proxy) = &instance.proxy else {
+        return Err(CompileError::NoProxy {
+            id: proxy_id.to_string(),
+        });
+    };
+    let mesh = &snapshot.mesh;
     let is_gateway = matches!(proxy, ProxySettings::Gateway { .. });
-    let ctx = context::Ctx::new(snapshot, &index, instance, is_gateway);
+    let ctx = context::Ctx::new(snapshot, index, instance, is_gateway);
     let mut cfg = ProxyConfig {
         version: String::new(),
         node: Node {
@@ -123,15 +169,21 @@ pub fn compile(
     };
     outbound_clusters(&ctx, &mut cfg);
     match proxy {
-        ProxySettings::Transparent { outbound, inbound } => {
+        ProxySettings::Transparent {
+            outbound,
+            inbound,
+            tunnel,
+        } => {
             let routes = routes::sidecar_host_routes(&ctx);
             listeners::transparent_outbound(&ctx, &routes, *outbound, &mut cfg);
             listeners::transparent_inbound(&ctx, *inbound, &mut cfg);
+            tunnel::transparent(proxy_id, *tunnel, &mut cfg);
         }
         ProxySettings::Explicit {
             outbound_http_proxy,
             tcp_upstreams,
             inbound,
+            tunnel,
         } => {
             let routes = routes::sidecar_host_routes(&ctx);
             listeners::explicit_outbound(
@@ -142,6 +194,9 @@ pub fn compile(
                 &mut cfg,
             );
             listeners::explicit_inbound(&ctx, inbound, &mut cfg);
+            if let Some(tunnel) = tunnel {
+                tunnel::explicit(proxy_id, *tunnel, inbound, &mut cfg);
+            }
         }
         ProxySettings::Gateway { ports } => {
             gateway::build(&ctx, ports, &mut cfg);
@@ -166,6 +221,7 @@ fn outbound_clusters(ctx: &context::Ctx, cfg: &mut ProxyConfig) {
                 None,
                 rule.as_ref(),
                 ctx.mesh,
+                ctx.peers,
             ));
             for subset in rule.iter().flat_map(|r| r.subsets.iter()) {
                 cfg.clusters.push(destination::build_cluster(
@@ -174,6 +230,7 @@ fn outbound_clusters(ctx: &context::Ctx, cfg: &mut ProxyConfig) {
                     Some(subset),
                     rule.as_ref(),
                     ctx.mesh,
+                    ctx.peers,
                 ));
             }
         }
@@ -202,7 +259,7 @@ fn outbound_clusters(ctx: &context::Ctx, cfg: &mut ProxyConfig) {
         .push(special(listeners::BLACKHOLE_CLUSTER, Discovery::Blackhole));
 }
 
-/// Cross-cutting fix-ups, deterministic order and the version hash.
+/// Cross-cutting fix-ups and deterministic order.
 fn finish(cfg: &mut ProxyConfig) {
     // Retrying on another host defeats consistent hashing: Istio drops the
     // previous-hosts predicate when a destination hashes.
@@ -229,20 +286,6 @@ fn finish(cfg: &mut ProxyConfig) {
     cfg.route_tables.dedup_by(|a, b| a.name == b.name);
     cfg.clusters.sort_by(|a, b| a.name.cmp(&b.name));
     cfg.clusters.dedup_by(|a, b| a.name == b.name);
-    cfg.version = version_of(cfg);
-}
-
-/// FNV-1a (64 bit) of the JSON of everything but the version.
-fn version_of(cfg: &ProxyConfig) -> String {
-    let mut copy = cfg.clone();
-    copy.version = String::new();
-    let json = serde_json::to_string(&copy).unwrap_or_default();
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in json.bytes() {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0100_0000_01b3);
-    }
-    format!("{h:016x}")
 }
 
 /// Read a registry file (YAML or JSON), reporting errors at file:line:col.

@@ -30,7 +30,6 @@ use weft_config::{Body, Object};
 
 use crate::context::Ctx;
 use crate::destination::cluster_name;
-use crate::order::by_age;
 use crate::registry::{CLUSTER_DOMAIN, Service, resolve_host};
 use crate::retry::{DEFAULT_BACKOFF, retry_policy};
 use crate::routes::{HostPort, HostRoutes, HttpRoutes, TcpTarget, origin_of};
@@ -50,7 +49,7 @@ fn default_budget() -> RetryBudget {
 
 /// Offer the ServiceProfile and TrafficSplit routes of every visible service.
 pub fn contribute(ctx: &Ctx, out: &mut HostRoutes) {
-    let objects = by_age(ctx.objects);
+    let objects = ctx.aged;
     let profiles: Vec<(&Object, &ServiceProfile)> = objects
         .iter()
         .filter_map(|o| match &o.body {

@@ -21,6 +21,13 @@ use crate::routes::{HostRoutes, default_route};
 
 pub const PASSTHROUGH_CLUSTER: &str = "PassthroughCluster";
 pub const BLACKHOLE_CLUSTER: &str = "BlackHoleCluster";
+/// The transparent inbound listener (Istio's virtualInbound, 15006).
+pub const INBOUND_LISTENER: &str = "inbound";
+
+/// The explicit-mode listener in front of the application's `port`.
+pub fn explicit_inbound_listener(port: u16) -> String {
+    format!("inbound|{port}")
+}
 /// How long an unknown-protocol connection is sniffed before it is treated as TCP.
 pub const DETECT_TIMEOUT: Duration = Duration::from_millis(100);
 
@@ -398,7 +405,7 @@ pub fn transparent_inbound(ctx: &Ctx, bind: SocketAddr, cfg: &mut ProxyConfig) {
         ));
     }
     cfg.listeners.push(Listener {
-        name: "inbound".into(),
+        name: INBOUND_LISTENER.into(),
         address: bind,
         direction: Direction::Inbound,
         capture: Capture::Transparent,
@@ -418,7 +425,7 @@ pub fn explicit_inbound(ctx: &Ctx, inbound: &[InboundPort], cfg: &mut ProxyConfi
             .unwrap_or(Protocol::Unknown);
         let chain = crate::inbound::chain(ctx, ib.port, protocol, ib.app, None, cfg);
         cfg.listeners.push(Listener {
-            name: format!("inbound|{}", ib.port),
+            name: explicit_inbound_listener(ib.port),
             address: ib.bind,
             direction: Direction::Inbound,
             capture: Capture::Explicit,

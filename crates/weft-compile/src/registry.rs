@@ -5,7 +5,7 @@
 //! a ServiceEntry `workloadSelector`), from WorkloadEntry objects and from inline ServiceEntry
 //! endpoints. weft `Workload` objects are only the recipe for instances and are not read here.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use weft_config::kinds::common::IntOrString;
 use weft_config::kinds::istio::{Resolution, ServiceEntry, WorkloadEntry};
@@ -94,6 +94,8 @@ pub struct ServiceEndpoint {
     pub ports: BTreeMap<u16, u16>,
     pub labels: BTreeMap<String, String>,
     pub identity: Option<String>,
+    /// The mesh tunnel of the instance's proxy (`ip:port`), when it accepts one.
+    pub tunnel: Option<String>,
     pub weight: u32,
 }
 
@@ -188,13 +190,25 @@ impl ServiceIndex {
                 _ => None,
             })
             .collect();
+        // Instances by namespace, in registry order: a Service selects in its namespace
+        // only, and scanning the whole registry per Service is quadratic.
+        let mut by_namespace: HashMap<&str, Vec<&WorkloadInstance>> = HashMap::new();
+        for i in &registry.instances {
+            by_namespace
+                .entry(i.namespace.as_str())
+                .or_default()
+                .push(i);
+        }
         let mut services = Vec::new();
         for o in by_age(objects) {
             if let Body::Service(spec) = &o.body {
                 services.push(k8s_service(
                     o,
                     spec,
-                    registry,
+                    by_namespace
+                        .get(o.namespace())
+                        .map(Vec::as_slice)
+                        .unwrap_or_default(),
                     &workload_entries,
                     mesh_export,
                     trust_domain,
@@ -267,7 +281,7 @@ fn entry_identity(we: &WorkloadEntry, ns: &str, trust_domain: &str) -> Option<St
 fn k8s_service(
     o: &Object,
     spec: &ServiceSpec,
-    registry: &Registry,
+    instances: &[&WorkloadInstance],
     entries: &[(&Object, &WorkloadEntry)],
     mesh_export: &[String],
     trust_domain: &str,
@@ -295,7 +309,7 @@ fn k8s_service(
     let mut endpoints = Vec::new();
     // A Service without a selector has no endpoints managed by the mesh.
     if let Some(selector) = spec.selector.as_ref().filter(|s| !s.is_empty()) {
-        for i in registry.instances.iter().filter(|i| i.namespace == ns) {
+        for i in instances {
             if !weft_config::kinds::common::labels_match(selector, &i.labels) {
                 continue;
             }
@@ -315,6 +329,7 @@ fn k8s_service(
                 ports: map,
                 labels: i.labels.clone(),
                 identity: instance_identity(i, trust_domain),
+                tunnel: i.tunnel_address().map(|a| a.to_string()),
                 weight: 1,
             });
         }
@@ -344,6 +359,8 @@ fn k8s_service(
                 ports: map,
                 labels: we.labels.clone(),
                 identity: entry_identity(we, ns, trust_domain),
+                // weft cannot know where a WorkloadEntry's proxy takes the mesh tunnel.
+                tunnel: None,
                 weight: we.weight.unwrap_or(1).max(1),
             });
         }
@@ -426,6 +443,8 @@ fn entry_service(
             ports: map,
             labels: we.labels.clone(),
             identity: entry_identity(we, ns, trust_domain),
+            // weft cannot know where a WorkloadEntry's proxy takes the mesh tunnel.
+            tunnel: None,
             weight: we.weight.unwrap_or(1).max(1),
         });
     };
@@ -461,6 +480,7 @@ fn entry_service(
                 ports: map,
                 labels: i.labels.clone(),
                 identity: instance_identity(i, trust_domain),
+                tunnel: i.tunnel_address().map(|a| a.to_string()),
                 weight: 1,
             });
         }

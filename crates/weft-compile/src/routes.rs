@@ -15,7 +15,6 @@ use weft_config::{Body, Object};
 use crate::context::Ctx;
 use crate::destination::cluster_name;
 use crate::http_route::RouteEnv;
-use crate::order::by_age;
 use crate::registry::{Protocol, Service, resolve_host};
 use crate::retry::retry_policy;
 use crate::scope::{export_or_default, exported_to};
@@ -145,8 +144,9 @@ pub fn origin_of(o: &Object) -> Origin {
 /// its namespace, with at least one host its Sidecar imports.
 fn mesh_virtual_services<'a>(ctx: &Ctx<'a>) -> Vec<(&'a Object, &'a VirtualService)> {
     let default_export = ctx.mesh.default_virtual_service_export_to();
-    by_age(ctx.objects)
-        .into_iter()
+    ctx.aged
+        .iter()
+        .copied()
         .filter_map(|o| match &o.body {
             Body::VirtualService(vs) => Some((o, vs)),
             _ => None,

@@ -5,7 +5,6 @@ use weft_config::kinds::istio::{MeshConfig, OutboundMode, OutboundTrafficMode, S
 use weft_config::{Body, Object};
 
 use crate::input::WorkloadInstance;
-use crate::order::by_age;
 use crate::registry::host_matches;
 
 /// Whether an object of namespace `obj_ns` with `export_to` (already defaulted) is visible
@@ -46,16 +45,17 @@ pub struct SidecarScope {
 }
 
 impl SidecarScope {
-    /// The Sidecar for a sidecar proxy: one in its namespace whose workloadSelector matches
+    /// The Sidecar for a sidecar proxy (`aged`: the snapshot's objects, oldest first): one in its namespace whose workloadSelector matches
     /// (oldest first), else the selector-less one of its namespace, else the root
     /// namespace's selector-less one. Gateways get no Sidecar.
     pub fn for_instance(
-        objects: &[Object],
+        aged: &[&Object],
         mesh: &MeshConfig,
         instance: &WorkloadInstance,
     ) -> SidecarScope {
-        let sidecars: Vec<(&Object, &Sidecar)> = by_age(objects)
-            .into_iter()
+        let sidecars: Vec<(&Object, &Sidecar)> = aged
+            .iter()
+            .copied()
             .filter_map(|o| match &o.body {
                 Body::Sidecar(s) => Some((o, s)),
                 _ => None,

@@ -339,6 +339,7 @@ fn conformance_tables_route_to_the_expected_backend() {
             let transparent = || ProxySettings::Transparent {
                 outbound: SocketAddr::from(([0, 0, 0, 0], 15001)),
                 inbound: SocketAddr::from(([0, 0, 0, 0], 15006)),
+                tunnel: SocketAddr::from(([0, 0, 0, 0], 15008)),
             };
             let gateway = if mesh {
                 registry

@@ -64,6 +64,11 @@ pub fn render(cfg: &weft_api::ProxyConfig) -> String {
     out
 }
 
+/// One resource as the control plane encodes it.
+fn encode<T: serde::Serialize>(value: &T) -> Vec<u8> {
+    serde_json::to_vec(value).expect("a resource serializes")
+}
+
 fn inputs(dir: &Path) -> Vec<PathBuf> {
     let mut v: Vec<PathBuf> = fs::read_dir(dir)
         .unwrap()
@@ -120,6 +125,17 @@ fn run_case(dir: &Path) -> Result<(), String> {
         let back: weft_api::ProxyConfig =
             serde_json::from_str(&json).map_err(|e| format!("{id}: {e}"))?;
         assert_eq!(back, cfg, "{id}: serde round trip");
+        // The control plane's version, from the resources encoded one by one, is the same.
+        let listeners: Vec<Vec<u8>> = cfg.listeners.iter().map(encode).collect();
+        let tables: Vec<Vec<u8>> = cfg.route_tables.iter().map(encode).collect();
+        let clusters: Vec<Vec<u8>> = cfg.clusters.iter().map(encode).collect();
+        let version = weft_compile::version_from_encoded(
+            &cfg.node,
+            listeners.iter().map(Vec::as_slice),
+            tables.iter().map(Vec::as_slice),
+            clusters.iter().map(Vec::as_slice),
+        );
+        assert_eq!(version, cfg.version, "{id}: version from encoded resources");
         actual.push_str(&format!("# proxy: {id}\n"));
         actual.push_str(&render(&cfg));
     }

@@ -18,6 +18,7 @@ pub mod path;
 pub mod source;
 #[cfg(test)]
 pub(crate) mod testing;
+pub mod tree;
 pub mod validate;
 pub mod yaml;
 

@@ -6,7 +6,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::fs;
 use std::io::Read;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 use crate::de::{DeError, from_node};
@@ -71,14 +71,12 @@ impl Bundle {
             }
         };
         if meta.is_dir() {
-            let mut files = Vec::new();
-            collect_config_files(path, &mut files, &mut |p, e| {
+            let files = crate::tree::config_files(path, &mut |p, e| {
                 self.unreadable(
                     &p.display().to_string(),
                     format!("cannot read {}: {e}", p.display()),
                 )
             });
-            files.sort();
             for f in files {
                 self.add_file(&f);
             }
@@ -364,35 +362,4 @@ pub fn schema_diagnostic(e: DeError, doc: &Node, kind: &str, name: &str) -> Diag
         namespace: None,
     });
     d
-}
-
-fn collect_config_files(
-    dir: &Path,
-    out: &mut Vec<PathBuf>,
-    on_error: &mut dyn FnMut(&Path, std::io::Error),
-) {
-    let entries = match fs::read_dir(dir) {
-        Ok(e) => e,
-        Err(e) => return on_error(dir, e),
-    };
-    for entry in entries.flatten() {
-        let path = entry.path();
-        let hidden = path
-            .file_name()
-            .and_then(|n| n.to_str())
-            .is_some_and(|n| n.starts_with('.'));
-        if hidden {
-            continue;
-        }
-        let Ok(ft) = entry.file_type() else { continue };
-        if ft.is_dir() {
-            collect_config_files(&path, out, on_error);
-        } else if path
-            .extension()
-            .and_then(|e| e.to_str())
-            .is_some_and(|e| matches!(e, "yaml" | "yml" | "json"))
-        {
-            out.push(path);
-        }
-    }
 }

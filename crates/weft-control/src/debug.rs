@@ -2,7 +2,12 @@
 //!
 //! - `GET /debug/status`: every config object with its status, and disconnect counts;
 //! - `GET /debug/proxies`: connected proxies and what they were sent and acknowledged;
-//! - `GET /debug/proxy/<id>/config`: the config last compiled for a proxy.
+//! - `GET /debug/proxy/<id>/config`: the config last compiled for a proxy;
+//! - `GET /debug/proxy/<id>/secret`: the workload certificate the CA last issued to the
+//!   proxy's token and the trust bundle sent with it ([`SecretReport`]);
+//! - `GET /debug/ca`: the CA's trust domain, trust bundle and counters ([`CaReport`]).
+//!
+//! (There is no `/metrics` here yet; the CA's counters are on `/debug/ca`.)
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -19,7 +24,33 @@ use tokio::net::TcpListener;
 use tracing::debug;
 
 use crate::Shared;
-use crate::state::{ObjectStatus, ProxyState};
+use crate::ca::CaHooks;
+use crate::identity::{CaCounters, CertificateView};
+use crate::state::ObjectStatus;
+
+/// The body of `/debug/proxy/<id>/secret`.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct SecretReport {
+    pub proxy: String,
+    /// The identity (`namespace/service-account`) the proxy's token names; none for the
+    /// shared token.
+    pub identity: Option<String>,
+    /// The workload certificate last issued to the proxy's token; none before its first.
+    pub certificate: Option<CertificateView>,
+    /// The roots sent with it (the CA's current roots before the first certificate).
+    pub trust_bundle: Vec<CertificateView>,
+}
+
+/// The body of `/debug/ca`.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct CaReport {
+    /// False when the control plane runs without a CA.
+    pub enabled: bool,
+    /// The trust domain certificates are signed in now (from mesh config).
+    pub trust_domain: String,
+    pub trust_bundle: Vec<CertificateView>,
+    pub counters: CaCounters,
+}
 
 /// The body of `/debug/status`.
 #[derive(Debug, Serialize, Deserialize)]
@@ -131,20 +162,25 @@ fn handle(shared: &Shared, req: &http::Request<Incoming>) -> Response<Full<Bytes
                     .collect(),
             })
         }
-        "/debug/proxies" => {
-            let proxies: Vec<ProxyState> = shared.state().proxies.values().cloned().collect();
-            json(&proxies)
-        }
+        "/debug/proxies" => json(&shared.proxies_view()),
+        "/debug/ca" => json(&CaReport {
+            enabled: shared.identity.ca.is_some(),
+            trust_domain: shared.trust_domain().unwrap_or_default(),
+            trust_bundle: shared.identity.trust_bundle(),
+            counters: shared.identity.counters(),
+        }),
         _ => {
+            if let Some(id) = path
+                .strip_prefix("/debug/proxy/")
+                .and_then(|rest| rest.strip_suffix("/secret"))
+            {
+                return secret(shared, id);
+            }
             if let Some(id) = path
                 .strip_prefix("/debug/proxy/")
                 .and_then(|rest| rest.strip_suffix("/config"))
             {
-                let config = shared
-                    .state()
-                    .proxies
-                    .get(id)
-                    .and_then(|p| p.config.clone());
+                let config = shared.state().proxies.get(id).and_then(|p| p.config());
                 return match config {
                     Some(c) => json(&*c),
                     None => text(
@@ -155,9 +191,42 @@ fn handle(shared: &Shared, req: &http::Request<Incoming>) -> Response<Full<Bytes
             }
             text(
                 StatusCode::NOT_FOUND,
-                "endpoints: /debug/status /debug/proxies /debug/proxy/<id>/config\n".into(),
+                "endpoints: /debug/status /debug/proxies /debug/proxy/<id>/config \
+                 /debug/proxy/<id>/secret /debug/ca\n"
+                    .into(),
             )
         }
+    }
+}
+
+fn secret(shared: &Shared, id: &str) -> Response<Full<Bytes>> {
+    if shared.identity.ca.is_none() {
+        return text(
+            StatusCode::NOT_FOUND,
+            "this control plane runs no CA (weft control --ca-dir)\n".into(),
+        );
+    }
+    match shared.identity.certificate(id) {
+        Ok(record) => {
+            let identity = shared.identity.identity_of(id);
+            let (certificate, trust_bundle) = match record {
+                Some(r) => (Some(r.certificate), r.trust_bundle),
+                None => (None, shared.identity.trust_bundle()),
+            };
+            json(&SecretReport {
+                proxy: id.to_owned(),
+                identity,
+                certificate,
+                trust_bundle,
+            })
+        }
+        Err(()) => text(
+            StatusCode::NOT_FOUND,
+            format!(
+                "no bootstrap token known for proxy `{id}`: it has not connected, and no \
+                 token is bound to it (weft control --write-tokens)\n"
+            ),
+        ),
     }
 }
 

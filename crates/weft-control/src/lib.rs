@@ -9,20 +9,30 @@
 //! - [`debug`]: the debug HTTP API (`/debug/status`, `/debug/proxies`,
 //!   `/debug/proxy/<id>/config`) that `weft status`, `weft proxy-status` and
 //!   `weft proxy-config` read.
+//! - [`ca`]: the certificate authority; its `weft.v1.CertificateService/CreateCertificate`
+//!   is served on the gRPC port next to the push stream.
+//! - [`identity`]: bootstrap tokens (one per identity, optionally bound to one proxy), what
+//!   they entitle on the push stream and at the CA, and the certificates issued.
 //!
-//! On every change the inputs' generation moves; each proxy's session recompiles that
-//! proxy and pushes only the resources whose content hash changed.
+//! On every change the inputs' generation moves; the compiler task recompiles only the
+//! proxies the change can affect (see `affected.rs`, `compiler.rs`) and each session pushes
+//! only the resources whose content hash changed.
 
+mod affected;
 pub mod ca;
+mod compiler;
 pub mod debug;
+pub mod identity;
 pub mod server;
 pub mod source;
 pub mod state;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -33,6 +43,8 @@ use weft_api::ProxyConfig;
 use weft_api::pb::discovery_server::DiscoveryServer;
 use weft_compile::Registry;
 
+use crate::ca::{CaError, CaOptions, CaService, CertificateAuthority, TokenError, TokenStore};
+use crate::identity::{CertRecord, IdentityState};
 use crate::source::Source;
 use crate::state::{ObjectStatus, ProxyState, State};
 
@@ -44,6 +56,31 @@ pub enum ControlError {
         addr: SocketAddr,
         source: std::io::Error,
     },
+    #[error("certificate authority: {0}")]
+    Ca(#[from] CaError),
+}
+
+/// The certificate authority of a control plane.
+#[derive(Debug, Clone)]
+pub struct CaSettings {
+    /// Istio's `cacerts` layout: a plugged-in CA when the files are there, otherwise a
+    /// self-signed root generated and persisted there on first start. An extra
+    /// `root-cert-next.pem` joins the trust bundle (root rotation, see [`ca`]).
+    pub dir: PathBuf,
+    /// Workload certificate lifetime when a request names none (24 h).
+    pub workload_ttl: Duration,
+    /// The longest lifetime granted (90 days).
+    pub max_workload_ttl: Duration,
+}
+
+impl CaSettings {
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        Self {
+            dir: dir.into(),
+            workload_ttl: ca::DEFAULT_WORKLOAD_TTL,
+            max_workload_ttl: ca::DEFAULT_MAX_WORKLOAD_TTL,
+        }
+    }
 }
 
 /// How the control plane runs.
@@ -53,16 +90,37 @@ pub struct Options {
     pub listen: SocketAddr,
     /// The debug HTTP address; none disables it.
     pub debug: Option<SocketAddr>,
-    /// The bootstrap token proxies must present; none accepts any proxy.
+    /// A shared bootstrap token any proxy may present on the push stream. It names no
+    /// identity, so the CA signs nothing for it. With neither it nor per-identity tokens,
+    /// every proxy is admitted.
     pub token: Option<String>,
+    /// Per-identity bootstrap tokens (`--tokens FILE`); given, tokens are required even
+    /// while it is empty. [`ControlPlane::issue_token`] adds to it.
+    pub tokens: Option<Arc<TokenStore>>,
     /// The workload instances known up front (the registry file).
     pub registry: Registry,
+    /// The CA served next to the push stream; none serves no certificates.
+    pub ca: Option<CaSettings>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            debug: None,
+            token: None,
+            tokens: None,
+            registry: Registry::default(),
+            ca: None,
+        }
+    }
 }
 
 /// State shared by the gRPC sessions, the source loop and the debug API.
 pub struct Shared {
     state: Mutex<State>,
     pub(crate) token: Option<String>,
+    pub(crate) identity: IdentityState,
     /// The inputs' generation: every session recompiles when it moves.
     pub(crate) changes: watch::Sender<u64>,
     /// Moves on every status change (ACK, NACK, connect, disconnect).
@@ -152,12 +210,25 @@ impl ControlPlane {
                     source,
                 })?;
         let grpc_addr = grpc.local_addr().unwrap_or(options.listen);
+        let ca = match &options.ca {
+            Some(settings) => Some(Arc::new(CertificateAuthority::open(
+                &settings.dir,
+                CaOptions {
+                    workload_ttl: settings.workload_ttl,
+                    max_workload_ttl: settings.max_workload_ttl,
+                    ..CaOptions::default()
+                },
+            )?)),
+            None => None,
+        };
+        let tokens = options.tokens.clone().unwrap_or_default();
         let mut state = State::default();
         state.base_registry = options.registry.clone();
         state.set_registry(options.registry.instances.clone());
         let shared = Arc::new(Shared {
             state: Mutex::new(state),
             token: options.token.clone(),
+            identity: IdentityState::new(tokens.clone(), options.tokens.is_some(), ca.clone()),
             changes: watch::Sender::new(0),
             status: watch::Sender::new(0),
             sessions: AtomicU64::new(0),
@@ -178,6 +249,7 @@ impl ControlPlane {
         }
         let mut events = source.watch();
         let feed = shared.clone();
+        tasks.push(tokio::spawn(compiler::run(shared.clone())));
         tasks.push(tokio::spawn(async move {
             while let Some(event) = events.recv().await {
                 let mut st = feed.state();
@@ -190,12 +262,14 @@ impl ControlPlane {
                 feed.notify_status();
             }
         }));
-        // Other services (the CA) are added to this router.
-        let router = tonic::transport::Server::builder().add_service(DiscoveryServer::new(
-            server::DiscoveryService {
+        let router = tonic::transport::Server::builder()
+            .add_service(DiscoveryServer::new(server::DiscoveryService {
                 shared: shared.clone(),
-            },
-        ));
+            }))
+            .add_optional_service(ca.map(|ca| {
+                CaService::with_hooks(ca, tokens, shared.clone() as Arc<dyn ca::CaHooks>)
+                    .into_server()
+            }));
         let mut stop = shared.stop.subscribe();
         let stopped = async move {
             let _ = stop.wait_for(|s| *s).await;
@@ -235,12 +309,80 @@ impl ControlPlane {
     }
 
     pub fn proxies(&self) -> Vec<ProxyState> {
-        self.shared.state().proxies.values().cloned().collect()
+        self.shared.proxies_view()
+    }
+
+    /// Issues a bootstrap token for `namespace/service_account`: any proxy of that identity
+    /// may use it for the push stream and for certificates.
+    pub fn issue_token(
+        &self,
+        namespace: &str,
+        service_account: &str,
+    ) -> Result<String, TokenError> {
+        let identity = ca::WorkloadIdentity::new(namespace, service_account)
+            .map_err(TokenError::InvalidIdentity)?;
+        self.shared.identity.tokens.issue(identity)
+    }
+
+    /// Issues a bootstrap token for the registry instance `proxy_id` (`name.namespace`),
+    /// bound to it: only that proxy may use it, for its instance's identity.
+    pub fn issue_proxy_token(&self, proxy_id: &str) -> Result<String, TokenError> {
+        let instance = self
+            .shared
+            .state()
+            .base_registry
+            .instances
+            .iter()
+            .find(|i| i.proxy_id() == proxy_id)
+            .cloned()
+            .ok_or_else(|| TokenError::UnknownProxy(proxy_id.to_owned()))?;
+        let identity = ca::WorkloadIdentity::new(&instance.namespace, &instance.service_account)
+            .map_err(TokenError::InvalidIdentity)?;
+        self.shared.identity.tokens.issue_grant(ca::Grant {
+            identity,
+            proxy: Some(proxy_id.to_owned()),
+        })
+    }
+
+    /// Issues a bound token ([`ControlPlane::issue_proxy_token`]) for every registry
+    /// instance that has none yet; returns the new `(proxy id, token)` pairs.
+    pub fn issue_registry_tokens(&self) -> Result<Vec<(String, String)>, TokenError> {
+        let ids: Vec<String> = self
+            .shared
+            .state()
+            .base_registry
+            .instances
+            .iter()
+            .map(|i| i.proxy_id())
+            .collect();
+        let mut issued = Vec::new();
+        for id in ids {
+            if self.shared.identity.tokens.token_of_proxy(&id).is_none() {
+                let token = self.issue_proxy_token(&id)?;
+                issued.push((id, token));
+            }
+        }
+        Ok(issued)
+    }
+
+    /// The bootstrap tokens: the ones loaded and the ones issued.
+    pub fn tokens(&self) -> Arc<TokenStore> {
+        self.shared.identity.tokens.clone()
+    }
+
+    /// The certificate authority, when one runs.
+    pub fn ca(&self) -> Option<Arc<CertificateAuthority>> {
+        self.shared.identity.ca.clone()
+    }
+
+    /// The certificate last issued to the holder of `proxy_id`'s token.
+    pub fn certificate(&self, proxy_id: &str) -> Option<CertRecord> {
+        self.shared.identity.certificate(proxy_id).ok().flatten()
     }
 
     /// The config last compiled for a connected proxy.
     pub fn proxy_config(&self, id: &str) -> Option<Arc<ProxyConfig>> {
-        self.shared.state().proxies.get(id)?.config.clone()
+        self.shared.state().proxies.get(id)?.config()
     }
 
     /// Record when a connected proxy's workload certificate expires (RFC 3339), for

@@ -234,34 +234,14 @@ fn event_for(origin: &str, bundle: Bundle) -> Event {
 type Tree = BTreeMap<PathBuf, std::io::Result<Vec<u8>>>;
 
 fn read_tree(dir: &Path) -> Tree {
-    let mut out = Tree::new();
-    walk(dir, &mut out);
-    out
-}
-
-fn walk(dir: &Path, out: &mut Tree) {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return;
-    };
-    for entry in entries.flatten() {
-        let path = entry.path();
-        let hidden = path
-            .file_name()
-            .and_then(|n| n.to_str())
-            .is_some_and(|n| n.starts_with('.'));
-        if hidden {
-            continue;
-        }
-        if path.is_dir() {
-            walk(&path, out);
-        } else if path
-            .extension()
-            .and_then(|e| e.to_str())
-            .is_some_and(|e| matches!(e, "yaml" | "yml" | "json"))
-        {
-            out.insert(path.clone(), std::fs::read(&path));
-        }
-    }
+    // Unreadable directories are skipped here; the next rescan tries them again.
+    weft_config::tree::config_files(dir, &mut |_, _| {})
+        .into_iter()
+        .map(|path| {
+            let bytes = std::fs::read(&path);
+            (path, bytes)
+        })
+        .collect()
 }
 
 /// Writes, creations, removals and renames; not reads or metadata.

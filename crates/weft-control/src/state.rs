@@ -1,13 +1,17 @@
 //! The control plane's state: config objects and their status, the registry, connected
 //! proxies and what each was sent and acknowledged.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::SystemTime;
 
 use serde::Serialize;
+use tokio::sync::Notify;
 use weft_api::ProxyConfig;
+use weft_api::pb::{Resource, ResourceType};
 use weft_compile::{Registry, WorkloadInstance};
+
+use crate::affected::Change;
 
 /// A registry entry with what its proxy's hello announced laid over it.
 pub fn overlay(mut instance: WorkloadInstance, hello: &weft_api::pb::Hello) -> WorkloadInstance {
@@ -28,6 +32,40 @@ pub fn overlay(mut instance: WorkloadInstance, hello: &weft_api::pb::Hello) -> W
 use weft_config::{Diagnostic, Object, Severity};
 
 use crate::source::Event;
+
+/// One proxy's compiled config, encoded. Resources are shared between proxies whose
+/// resources are equal (the compiler interns them), so 2,000 proxies seeing the same
+/// 1,000 clusters hold one copy of each.
+#[derive(Debug)]
+pub struct Compiled {
+    pub node: weft_api::Node,
+    pub version: String,
+    /// The generation of the inputs it was compiled from.
+    pub generation: u64,
+    pub resources: Vec<Arc<Resource>>,
+}
+
+impl Compiled {
+    /// The typed config back from its resources (debug API, NACK origins): decoding is
+    /// done on demand rather than keeping a typed copy per proxy.
+    pub fn config(&self) -> Result<ProxyConfig, serde_json::Error> {
+        let mut cfg = ProxyConfig {
+            version: self.version.clone(),
+            node: self.node.clone(),
+            ..Default::default()
+        };
+        for r in &self.resources {
+            let kind = r.key.as_ref().map(|k| k.r#type);
+            match kind.and_then(|k| ResourceType::try_from(k).ok()) {
+                Some(ResourceType::Listener) => cfg.listeners.push(r.decode()?),
+                Some(ResourceType::RouteTable) => cfg.route_tables.push(r.decode()?),
+                Some(ResourceType::Cluster) => cfg.clusters.push(r.decode()?),
+                _ => {}
+            }
+        }
+        Ok(cfg)
+    }
+}
 
 /// `kind/namespace/name` of a config object (namespace empty for cluster-scoped ones).
 pub type ObjectKey = (String, String, String);
@@ -53,6 +91,10 @@ pub struct State {
     rejected: BTreeMap<ObjectKey, Vec<Diagnostic>>,
     pub base_registry: Registry,
     registry: Arc<Registry>,
+    /// Proxy id → position in `registry.instances` (and `base_registry.instances`).
+    positions: HashMap<String, usize>,
+    /// What changed since the compiler last took it.
+    pub pending: Change,
     pub proxies: BTreeMap<String, ProxyState>,
     pub disconnects: BTreeMap<String, u64>,
     pub synced: bool,
@@ -69,6 +111,9 @@ pub struct ProxyState {
     pub connected_since: SystemTime,
     /// The version of the last config compiled for it.
     pub config_version: String,
+    /// How many times its config was compiled (recompilation is selective: a change
+    /// recompiles only the proxies it can affect).
+    pub compiles: u64,
     /// The generation of the inputs that config was compiled from.
     #[serde(skip)]
     pub compiled_generation: u64,
@@ -85,8 +130,15 @@ pub struct ProxyState {
     pub last_error: Option<String>,
     /// Certificate expiry (RFC 3339), filled by the CA when it issues one.
     pub cert_expiry: Option<String>,
+    /// The config last pushed to it.
     #[serde(skip)]
-    pub config: Option<Arc<ProxyConfig>>,
+    pub config: Option<Arc<Compiled>>,
+    /// A config compiled for it that its session has not taken yet.
+    #[serde(skip)]
+    pub compiled: Option<Arc<Compiled>>,
+    /// Wakes its session when `compiled` is set.
+    #[serde(skip)]
+    pub wake: Arc<Notify>,
     /// Tells this connection from a later one with the same id.
     #[serde(skip)]
     pub session: u64,
@@ -105,6 +157,14 @@ pub struct Nack {
 }
 
 impl ProxyState {
+    /// The config last pushed to it, decoded.
+    pub fn config(&self) -> Option<Arc<ProxyConfig>> {
+        self.config
+            .as_ref()
+            .and_then(|c| c.config().ok())
+            .map(Arc::new)
+    }
+
     /// `ACKED`, `NACKED` (some resource rejected) or `PENDING` (waiting for an answer).
     pub fn sync_state(&self) -> &'static str {
         if !self.nacked.is_empty() {
@@ -189,6 +249,7 @@ impl State {
             Event::Synced => {
                 self.synced = true;
                 self.generation += 1;
+                self.pending.all = true;
                 return true;
             }
         }
@@ -218,12 +279,20 @@ impl State {
         for (k, o) in &new {
             match old.get(k) {
                 Some(prev) if same_object(prev, o) => {}
-                _ => {
+                prev => {
                     changed.insert(k.clone());
+                    self.pending
+                        .object(k.clone(), prev.map(|p| (*p).clone()), Some((*o).clone()));
                 }
             }
         }
-        let removed = old.keys().any(|k| !new.contains_key(k));
+        let mut removed = false;
+        for (k, o) in &old {
+            if !new.contains_key(k) {
+                removed = true;
+                self.pending.object(k.clone(), Some((*o).clone()), None);
+            }
+        }
         self.rejected = rejected;
         if changed.is_empty() && !removed {
             return false;
@@ -240,13 +309,65 @@ impl State {
     /// announced (labels, address, service account) laid over their entries. True when
     /// it changed.
     pub fn set_registry(&mut self, instances: Vec<WorkloadInstance>) -> bool {
-        let new = format!("{instances:?}");
-        if format!("{:?}", self.registry.instances) == new {
+        let old: HashMap<String, &WorkloadInstance> = self
+            .registry
+            .instances
+            .iter()
+            .map(|i| (i.proxy_id(), i))
+            .collect();
+        let mut changed: BTreeSet<String> = BTreeSet::new();
+        for i in &instances {
+            let id = i.proxy_id();
+            if old.get(&id).is_none_or(|o| *o != i) {
+                changed.insert(id);
+            }
+        }
+        let ids: BTreeSet<String> = instances.iter().map(|i| i.proxy_id()).collect();
+        changed.extend(old.into_keys().filter(|id| !ids.contains(id)));
+        if changed.is_empty() && self.positions.len() == instances.len() {
             return false;
         }
+        self.positions = instances
+            .iter()
+            .enumerate()
+            .map(|(n, i)| (i.proxy_id(), n))
+            .collect();
         self.registry = Arc::new(Registry { instances });
+        self.pending.instances.extend(changed);
         self.generation += 1;
         true
+    }
+
+    /// Replace one instance of the registry (a proxy's announcement laid over or taken
+    /// off its entry). True when it changed.
+    pub fn set_instance(&mut self, instance: WorkloadInstance) -> bool {
+        let id = instance.proxy_id();
+        let Some(&pos) = self.positions.get(&id) else {
+            return false;
+        };
+        let registry = Arc::make_mut(&mut self.registry);
+        let Some(slot) = registry.instances.get_mut(pos) else {
+            return false;
+        };
+        if *slot == instance {
+            return false;
+        }
+        *slot = instance;
+        self.pending.instances.insert(id);
+        self.generation += 1;
+        true
+    }
+
+    /// The registry file's entry for a proxy id (without announcements).
+    pub fn base_instance(&self, id: &str) -> Option<&WorkloadInstance> {
+        let found = self.base_registry.instances.get(*self.positions.get(id)?)?;
+        // Positions follow the overlaid registry, which mirrors the base one.
+        (found.proxy_id() == id).then_some(found)
+    }
+
+    /// The registry's entry for a proxy id (with announcements laid over).
+    pub fn instance(&self, id: &str) -> Option<&WorkloadInstance> {
+        self.registry.instances.get(*self.positions.get(id)?)
     }
 
     pub fn statuses(&self) -> Vec<ObjectStatus> {

@@ -68,6 +68,7 @@ async fn control(listen: SocketAddr, registry: Registry) -> (ControlPlane, Memor
         debug: Some(SocketAddr::from(([127, 0, 0, 1], 0))),
         token: Some(TOKEN.into()),
         registry,
+        ..Options::default()
     };
     let deadline = tokio::time::Instant::now() + DEADLINE;
     // The previous control plane on this port may still be releasing it.

@@ -110,6 +110,8 @@ fn ready(inner: &Inner) -> Response<Body> {
     }
     let mut reason = if status.draining {
         "not ready: draining".to_string()
+    } else if status.waiting_for_certificate {
+        "not ready: waiting for the workload certificate (mesh mTLS)".to_string()
     } else {
         "not ready: no config applied yet (waiting for the config source)".to_string()
     };
@@ -208,12 +210,108 @@ fn stats(inner: &Inner) -> Response<Body> {
             "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
         );
     }
+    mesh_stats(&mut out, inner);
     let mut resp = text(StatusCode::OK, out);
     resp.headers_mut().insert(
         header::CONTENT_TYPE,
         http::HeaderValue::from_static("text/plain; version=0.0.4"),
     );
     resp
+}
+
+/// Mesh mTLS: the certificate (expiry as a Unix time, so alerts compute the margin), the
+/// manager's counters, the tunnel and PeerAuthentication counters.
+fn mesh_stats(out: &mut String, inner: &Inner) {
+    let s = &inner.shared.stats;
+    let mesh = &inner.shared.mesh;
+    let load = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
+    let mut rows: Vec<(&str, &str, &str, i64)> = Vec::new();
+    let as_i64 = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+    if let Some(identity) = mesh.identity() {
+        let expiry = identity
+            .not_after
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| as_i64(d.as_secs()));
+        rows.push((
+            "weft_certificate_expiry_seconds",
+            "gauge",
+            "Unix time at which the workload certificate (leaf notAfter) expires.",
+            expiry,
+        ));
+    }
+    if let Some(source) = &inner.options.identity {
+        rows.push((
+            "weft_certificate_issued_total",
+            "counter",
+            "Workload certificates obtained (from the CA or reloaded from files).",
+            as_i64(source.stats.issued()),
+        ));
+        rows.push((
+            "weft_certificate_failures_total",
+            "counter",
+            "Failed attempts to obtain or load a workload certificate.",
+            as_i64(source.stats.failures()),
+        ));
+    }
+    let counters: [(&str, &str, u64); 8] = [
+        (
+            "weft_inbound_plaintext_refused_total",
+            "Plaintext connections closed on ports whose PeerAuthentication is STRICT.",
+            load(&s.plaintext_refused_total),
+        ),
+        (
+            "weft_inbound_mtls_connections_total",
+            "Mesh mTLS connections terminated on service ports.",
+            load(&s.mtls_connections_total),
+        ),
+        (
+            "weft_inbound_mtls_handshake_failures_total",
+            "Mesh TLS handshakes that failed on the tunnel or service ports.",
+            load(&s.mtls_handshake_failures_total),
+        ),
+        (
+            "weft_tunnel_connections_accepted_total",
+            "mTLS connections accepted on the mesh tunnel port.",
+            load(&s.tunnel_connections_total),
+        ),
+        (
+            "weft_tunnel_streams_received_total",
+            "HTTP requests and CONNECT streams received through the mesh tunnel.",
+            load(&s.tunnel_streams_total),
+        ),
+        (
+            "weft_mesh_connections_total",
+            "mTLS connections opened to peer proxies' tunnels.",
+            load(&mesh.stats.connections_total),
+        ),
+        (
+            "weft_mesh_connect_failures_total",
+            "Failed attempts to connect to a peer proxy's tunnel (TCP or TLS).",
+            load(&mesh.stats.connect_failures_total),
+        ),
+        (
+            "weft_mesh_streams_total",
+            "HTTP requests and CONNECT streams sent through peer tunnels.",
+            load(&mesh.stats.streams_total),
+        ),
+    ];
+    rows.extend(
+        counters
+            .iter()
+            .map(|(n, h, v)| (*n, "counter", *h, as_i64(*v))),
+    );
+    rows.push((
+        "weft_mesh_connections_active",
+        "gauge",
+        "Open mTLS connections to peer proxies.",
+        as_i64(mesh.open_connections() as u64),
+    ));
+    for (name, kind, help, value) in rows {
+        let _ = writeln!(
+            out,
+            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
+        );
+    }
 }
 
 fn quit(inner: &Arc<Inner>) -> Response<Body> {

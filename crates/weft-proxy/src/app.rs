@@ -22,9 +22,11 @@ use weft_api::ProxyConfig;
 
 use crate::RuntimeHandle;
 use crate::admin::{self, LogControl};
+use crate::identity::IdentitySource;
 use crate::listener::{self, ListenerHandle, Shared, signalled};
 use crate::runtime::Runtime;
 use crate::source::{ConfigReceiver, ConfigSource};
+use crate::upstream::Mesh;
 
 /// How the proxy process runs (not what it proxies: that is the `ProxyConfig`).
 #[derive(Clone)]
@@ -35,6 +37,10 @@ pub struct ProxyOptions {
     pub drain_grace: Duration,
     /// Runtime log level control for `/logging`; none disables the endpoint.
     pub log_control: Option<Arc<dyn LogControl>>,
+    /// The workload certificate for mesh mTLS (the CA via `IdentityManager`, or files).
+    /// With one, the proxy is ready only once a certificate is there. Without one, mesh
+    /// mTLS is off: auto-mTLS sends plaintext, ISTIO_MUTUAL clusters and the tunnel refuse.
+    pub identity: Option<IdentitySource>,
 }
 
 impl Default for ProxyOptions {
@@ -43,6 +49,7 @@ impl Default for ProxyOptions {
             admin: SocketAddr::from(([127, 0, 0, 1], 15000)),
             drain_grace: Duration::from_secs(5),
             log_control: None,
+            identity: None,
         }
     }
 }
@@ -61,8 +68,12 @@ pub enum AppError {
 /// What the proxy is running, published on every change (see [`Running::status`]).
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Status {
-    /// A config has been applied and the proxy is not draining.
+    /// A config has been applied, a certificate is there (when an identity source is
+    /// configured) and the proxy is not draining.
     pub ready: bool,
+    /// An identity source is configured and has not produced a certificate (or the last
+    /// one expired without a replacement).
+    pub waiting_for_certificate: bool,
     pub draining: bool,
     pub applied: Option<Applied>,
     /// The last config that was rejected, if any (also after a later one was applied).
@@ -123,17 +134,25 @@ pub async fn build(options: ProxyOptions, source: impl ConfigSource) -> Result<R
             addr: options.admin,
             source,
         })?;
-    let rt: RuntimeHandle = Arc::new(ArcSwap::from_pointee(Runtime::empty()));
+    let identity_rx = options.identity.as_ref().map(|i| i.rx.clone());
+    let mesh = Arc::new(Mesh::new(identity_rx.clone()));
+    let rt: RuntimeHandle = Arc::new(ArcSwap::from_pointee(Runtime::empty_with_mesh(
+        mesh.clone(),
+    )));
     let drain_tx = watch::Sender::new(false);
     let kill_tx = watch::Sender::new(false);
     let shared = Arc::new(Shared::new(
         rt.clone(),
         drain_tx.subscribe(),
         kill_tx.subscribe(),
+        mesh,
     ));
     let inner = Arc::new(Inner {
         rt,
-        status: watch::Sender::new(Status::default()),
+        status: watch::Sender::new(Status {
+            waiting_for_certificate: identity_rx.as_ref().is_some_and(|rx| rx.borrow().is_none()),
+            ..Status::default()
+        }),
         shared,
         options,
         listeners: Mutex::new(BTreeMap::new()),
@@ -141,6 +160,9 @@ pub async fn build(options: ProxyOptions, source: impl ConfigSource) -> Result<R
         kill_tx,
         done_tx: watch::Sender::new(false),
     });
+    if let Some(rx) = identity_rx {
+        tokio::spawn(certificate_loop(inner.clone(), rx));
+    }
     admin::spawn(admin_listener, inner.clone());
     info!(%admin, "admin listening; waiting for the first config");
     tokio::spawn(config_loop(inner.clone(), source.subscribe()));
@@ -254,7 +276,7 @@ impl Inner {
                         version,
                         at: SystemTime::now(),
                     });
-                    s.ready = !self.draining();
+                    s.ready = !self.draining() && !s.waiting_for_certificate;
                     s.applied_total += 1;
                 });
             }
@@ -276,7 +298,7 @@ impl Inner {
         check_listener_names(&config)?;
         // Building compiles matchers and may be costly: keep it off the async workers.
         let previous = self.rt.load_full();
-        let config = ProxyConfig::clone(&config);
+        // The runtime shares the source's copy of the config (no clone: it can be large).
         let runtime = tokio::task::spawn_blocking(move || Runtime::build(config, Some(&previous)))
             .await
             .map_err(|e| format!("building the runtime failed: {e}"))?
@@ -326,6 +348,27 @@ impl Inner {
             .store(Arc::new(bound.values().copied().collect()));
         self.status.send_modify(|s| s.listeners = bound);
         Ok(())
+    }
+}
+
+/// Keeps readiness in step with the certificate: not ready before the first one, nor after
+/// one expired without a replacement.
+async fn certificate_loop(
+    inner: Arc<Inner>,
+    mut rx: watch::Receiver<Option<Arc<crate::identity::Identity>>>,
+) {
+    loop {
+        let missing = rx.borrow_and_update().is_none();
+        inner.status.send_modify(|s| {
+            s.waiting_for_certificate = missing;
+            s.ready = s.applied.is_some() && !s.draining && !missing;
+        });
+        if missing {
+            info!("waiting for the workload certificate");
+        }
+        if rx.changed().await.is_err() {
+            return;
+        }
     }
 }
 

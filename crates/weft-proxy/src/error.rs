@@ -87,9 +87,29 @@ pub enum ProxyError {
         "passthrough loop: {target} is this proxy's own listener; refusing to connect to itself"
     )]
     PassthroughLoop { target: String },
-    /// TLS origination (DestinationRule SIMPLE/MUTUAL) is not implemented yet.
-    #[error("TLS origination to cluster {cluster} is not available in this version of weft")]
-    TlsOriginationUnavailable { cluster: String },
+    /// The TLS handshake with the upstream failed: mesh mTLS to a peer proxy (its
+    /// certificate is not the identity the endpoint runs as, or not signed by the mesh
+    /// roots) or TLS origination (DestinationRule SIMPLE/MUTUAL; a file that does not load
+    /// is named).
+    #[error("upstream TLS failed: {detail} (cluster {cluster})")]
+    UpstreamTlsFailed { cluster: String, detail: String },
+    /// The cluster requires mesh mTLS (DestinationRule ISTIO_MUTUAL) but the endpoint runs
+    /// no weft proxy to tunnel to: refused rather than sent in plaintext.
+    #[error(
+        "mTLS required by {origin} but endpoint {endpoint} has no mesh tunnel (no weft proxy \
+         beside it); refusing to send plaintext (cluster {cluster})"
+    )]
+    MtlsNoTunnel {
+        cluster: String,
+        endpoint: String,
+        origin: String,
+    },
+    /// Mesh mTLS is required but this proxy has no workload certificate (none configured,
+    /// not issued yet, or expired without a replacement).
+    #[error(
+        "mTLS required but this proxy has no workload certificate: {detail} (cluster {cluster})"
+    )]
+    MtlsNoCertificate { cluster: String, detail: String },
     /// The downstream request could not be proxied as sent.
     #[error("bad request: {detail}")]
     BadRequest { detail: String },
@@ -141,7 +161,9 @@ impl ProxyError {
             ProxyError::RateLimited { .. } => "rate_limited",
             ProxyError::BlockedByPolicy { .. } => "blocked_by_policy",
             ProxyError::PassthroughLoop { .. } => "passthrough_loop",
-            ProxyError::TlsOriginationUnavailable { .. } => "tls_origination_unavailable",
+            ProxyError::UpstreamTlsFailed { .. } => "upstream_tls_failed",
+            ProxyError::MtlsNoTunnel { .. } => "mtls_no_tunnel",
+            ProxyError::MtlsNoCertificate { .. } => "mtls_no_certificate",
             ProxyError::BadRequest { .. } => "bad_request",
             ProxyError::DownstreamReset { .. } => "downstream_reset",
             ProxyError::Internal { .. } => "internal",
@@ -164,7 +186,9 @@ impl ProxyError {
             ProxyError::RateLimited { .. } => "RL",
             ProxyError::BlockedByPolicy { .. } => "NR",
             ProxyError::PassthroughLoop { .. } => "UF",
-            ProxyError::TlsOriginationUnavailable { .. } => "UF",
+            ProxyError::UpstreamTlsFailed { .. } => "UF",
+            ProxyError::MtlsNoTunnel { .. } => "UF",
+            ProxyError::MtlsNoCertificate { .. } => "UF",
             ProxyError::BadRequest { .. } => "DPE",
             ProxyError::DownstreamReset { .. } => "DC",
             ProxyError::Internal { .. } => "UMSDR",
@@ -182,7 +206,9 @@ impl ProxyError {
             | ProxyError::UpstreamOverflow { .. }
             | ProxyError::UpstreamReset { .. }
             | ProxyError::RetriesExhausted { .. }
-            | ProxyError::TlsOriginationUnavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            | ProxyError::UpstreamTlsFailed { .. }
+            | ProxyError::MtlsNoTunnel { .. }
+            | ProxyError::MtlsNoCertificate { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::UpstreamTimeout { .. } | ProxyError::UpstreamPerTryTimeout { .. } => {
                 StatusCode::GATEWAY_TIMEOUT
             }

@@ -15,6 +15,7 @@
 
 pub mod admin;
 pub mod app;
+pub mod cli;
 pub mod error;
 pub mod http;
 pub mod identity;
@@ -50,4 +51,10 @@ pub struct ConnInfo {
     pub local: SocketAddr,
     /// TLS SNI, when the connection started with a ClientHello.
     pub sni: Option<String>,
+    /// The client's SPIFFE ID, when the connection (or the mesh tunnel it came through)
+    /// was mutual TLS with mesh certificates; `None` for plaintext. Policy and telemetry
+    /// read it; inbound HTTP forwards it in `x-forwarded-client-cert`.
+    pub peer_identity: Option<Arc<str>>,
+    /// The SPIFFE ID this proxy presented on that connection (`By=` of the XFCC header).
+    pub local_identity: Option<Arc<str>>,
 }

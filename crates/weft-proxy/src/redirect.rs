@@ -4,7 +4,7 @@
 //!
 //! ```text
 //! PREROUTING -p tcp -> WEFT_INBOUND
-//!   WEFT_INBOUND:  RETURN for the proxy's own ports (admin, outbound, inbound) and the
+//!   WEFT_INBOUND:  RETURN for the proxy's own ports (admin, outbound, inbound, tunnel) and the
 //!                  excluded inbound ports, then -> WEFT_IN_REDIRECT
 //!   WEFT_IN_REDIRECT: REDIRECT --to-ports 15006
 //! OUTPUT -p tcp -> WEFT_OUTPUT
@@ -54,6 +54,9 @@ pub struct RedirectConfig {
     pub inbound_port: u16,
     /// The admin port: never captured inbound.
     pub admin_port: u16,
+    /// The mesh tunnel port (mTLS between proxies): never captured inbound, so peers'
+    /// tunnel connections reach the tunnel listener instead of the inbound one.
+    pub tunnel_port: u16,
     /// Sockets owned by this UID are the proxy's and are not captured.
     pub proxy_uid: Option<u32>,
     /// Sockets owned by this GID are the proxy's and are not captured.
@@ -70,6 +73,7 @@ impl Default for RedirectConfig {
             outbound_port: 15001,
             inbound_port: 15006,
             admin_port: 15000,
+            tunnel_port: 15008,
             proxy_uid: Some(DEFAULT_PROXY_ID),
             proxy_gid: Some(DEFAULT_PROXY_ID),
             exclude_outbound_ports: Vec::new(),
@@ -133,7 +137,12 @@ pub fn rules(cfg: &RedirectConfig) -> Result<Vec<Vec<String>>, RedirectError> {
 
     // Inbound: the proxy's own ports, then the exclusions, then capture.
     push(&["-A", "PREROUTING", "-p", "tcp", "-j", "WEFT_INBOUND"]);
-    let mut own = vec![cfg.admin_port, cfg.outbound_port, cfg.inbound_port];
+    let mut own = vec![
+        cfg.admin_port,
+        cfg.outbound_port,
+        cfg.inbound_port,
+        cfg.tunnel_port,
+    ];
     own.extend(&cfg.exclude_inbound_ports);
     own.sort_unstable();
     own.dedup();
@@ -352,6 +361,7 @@ mod tests {
             "-t nat -A WEFT_INBOUND -p tcp --dport 15000 -j RETURN",
             "-t nat -A WEFT_INBOUND -p tcp --dport 15001 -j RETURN",
             "-t nat -A WEFT_INBOUND -p tcp --dport 15006 -j RETURN",
+            "-t nat -A WEFT_INBOUND -p tcp --dport 15008 -j RETURN",
             "-t nat -A WEFT_INBOUND -p tcp -j WEFT_IN_REDIRECT",
             "-t nat -A OUTPUT -p tcp -j WEFT_OUTPUT",
             "-t nat -A WEFT_OUTPUT -m owner --uid-owner 1337 -j RETURN",
@@ -392,6 +402,7 @@ mod tests {
         let cfg = RedirectConfig {
             outbound_port: 16001,
             inbound_port: 16006,
+            tunnel_port: 16008,
             proxy_gid: Some(2000),
             proxy_uid: None,
             ..RedirectConfig::default()
@@ -402,6 +413,8 @@ mod tests {
             r.contains(&"-t nat -A WEFT_IN_REDIRECT -p tcp -j REDIRECT --to-ports 16006".into())
         );
         assert!(r.contains(&"-t nat -A WEFT_OUTPUT -m owner --gid-owner 2000 -j RETURN".into()));
+        // Peers reach the tunnel port directly; capturing it would send them to 16006.
+        assert!(r.contains(&"-t nat -A WEFT_INBOUND -p tcp --dport 16008 -j RETURN".into()));
     }
 
     #[test]

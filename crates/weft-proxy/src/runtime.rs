@@ -35,6 +35,8 @@ pub enum BuildError {
 }
 
 pub struct Runtime {
+    /// The config as received, shared with its source (never copied): route tables and
+    /// clusters below read their parts of it in place, and `/config_dump` serializes it.
     pub config: Arc<ProxyConfig>,
     tables: HashMap<String, CompiledTable>,
     clusters: upstream::Clusters,
@@ -54,12 +56,25 @@ impl Runtime {
         }
     }
 
+    /// The runtime before the first config, holding the proxy's mesh identity and peer
+    /// connections (every later runtime inherits them).
+    pub fn empty_with_mesh(mesh: Arc<upstream::Mesh>) -> Runtime {
+        Runtime {
+            clusters: upstream::Clusters::with_mesh(mesh),
+            ..Runtime::empty()
+        }
+    }
+
     /// Compiles `config`, reusing `previous`'s live state for clusters and rate limits that
-    /// still exist.
-    pub fn build(config: ProxyConfig, previous: Option<&Runtime>) -> Result<Runtime, BuildError> {
-        let mut tables = HashMap::new();
-        for table in &config.route_tables {
-            let compiled = CompiledTable::compile(table.clone())?;
+    /// still exist. An `Arc` is kept as it is (the source and the runtime share one copy).
+    pub fn build(
+        config: impl Into<Arc<ProxyConfig>>,
+        previous: Option<&Runtime>,
+    ) -> Result<Runtime, BuildError> {
+        let config: Arc<ProxyConfig> = config.into();
+        let mut tables = HashMap::with_capacity(config.route_tables.len());
+        for (i, table) in config.route_tables.iter().enumerate() {
+            let compiled = CompiledTable::compile_in(&config, i)?;
             if tables.insert(table.name.clone(), compiled).is_some() {
                 return Err(BuildError::DuplicateRouteTable(table.name.clone()));
             }
@@ -72,7 +87,7 @@ impl Runtime {
         {
             return Err(BuildError::DuplicateCluster(dup.name.clone()));
         }
-        let clusters = upstream::Clusters::build(&config.clusters, previous.map(|p| &p.clusters));
+        let clusters = upstream::Clusters::build(&config, previous.map(|p| &p.clusters));
         let limiters = Limiters::build(&config, previous.map(|p| &p.limiters));
         Ok(Runtime {
             tables,
@@ -81,7 +96,7 @@ impl Runtime {
             mirrors: previous
                 .map(|p| p.mirrors.clone())
                 .unwrap_or_else(|| Arc::new(tokio::sync::Semaphore::new(MIRROR_CONCURRENCY))),
-            config: Arc::new(config),
+            config,
         })
     }
 

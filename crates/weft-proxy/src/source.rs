@@ -68,7 +68,13 @@ impl ConfigSource for ChannelSource {
 impl ConfigPublisher {
     /// Publish a new snapshot; it replaces any snapshot not yet applied.
     pub fn publish(&self, config: ProxyConfig) {
-        self.tx.send_replace(Some(Arc::new(config)));
+        self.publish_shared(Arc::new(config));
+    }
+
+    /// [`ConfigPublisher::publish`] for a config the caller keeps reading too (the
+    /// runtime shares it rather than copying it).
+    pub fn publish_shared(&self, config: Arc<ProxyConfig>) {
+        self.tx.send_replace(Some(config));
     }
 }
 

@@ -183,6 +183,8 @@ async fn passthrough_connects_to_the_original_destination() {
         original_dst: upstream,
         local: front_addr,
         sni: None,
+        peer_identity: None,
+        local_identity: None,
     };
     let rt = Runtime::empty();
     let forward = tokio::spawn(async move {

@@ -1,5 +1,6 @@
 //! weft-testkit (dev only): test servers and config fixtures for weft's tests.
 //!
+//! - [`ca::FakeCa`]: a throwaway CA issuing SPIFFE (and DNS) certificates for mTLS tests.
 //! - [`echo::EchoServer`]: HTTP/1.1 + h2c server that reports what it received and can be
 //!   told, per request, to delay, fail, reset, stream or upgrade.
 //! - [`tcp::TcpEchoServer`]: echoes bytes.
@@ -9,6 +10,7 @@
 //! - [`netns`]: network namespaces (router bridge, pods, veths) for end-to-end tests as root.
 
 pub mod body;
+pub mod ca;
 pub mod client;
 pub mod echo;
 pub mod fixtures;

@@ -2,6 +2,7 @@
 
 mod cmd;
 mod render;
+mod up;
 
 use std::process::ExitCode;
 
@@ -32,6 +33,11 @@ enum Command {
     ProxyStatus(cmd::status::ProxyStatusArgs),
     /// The config the control plane compiled for one proxy.
     ProxyConfig(cmd::status::ProxyConfigArgs),
+    /// Run DIR (Services, weft Workloads, mesh config) as a local mesh: control plane,
+    /// proxies, gateway and applications, supervised and live-reloaded.
+    Up(cmd::up::Args),
+    /// Stop a running `weft up` (from another terminal).
+    Down(cmd::down::Args),
 }
 
 fn main() -> ExitCode {
@@ -43,5 +49,7 @@ fn main() -> ExitCode {
         Command::Status(args) => cmd::status::status(args),
         Command::ProxyStatus(args) => cmd::status::proxy_status(args),
         Command::ProxyConfig(args) => cmd::status::proxy_config(args),
+        Command::Up(args) => cmd::up::run(args),
+        Command::Down(args) => cmd::down::run(args),
     }
 }

@@ -2,7 +2,9 @@
 //! its config pushed and serves traffic; a listener it cannot bind is NACKed and shows in
 //! `weft status` while the rest applies; `weft proxy-status` / `weft proxy-config` read
 //! the control plane; killing the control plane leaves traffic flowing, and a change made
-//! while it was down arrives after it restarts.
+//! while it was down arrives after it restarts. With `--write-tokens`, each registry
+//! instance gets a bootstrap token; the CA signs its identity and `weft proxy-config <id>
+//! secret` and `weft proxy-status` show the certificate.
 
 use std::net::{SocketAddr, TcpListener as StdListener};
 use std::path::Path;
@@ -44,6 +46,8 @@ fn control(dir: &Path, listen: u16, debug: u16) -> KillOnDrop {
         .args(["--listen", &format!("127.0.0.1:{listen}")])
         .args(["--debug", &format!("127.0.0.1:{debug}")])
         .args(["--token", "secret"])
+        .arg("--ca-dir")
+        .arg(dir.join("ca"))
         .spawn()
         .expect("weft control runs");
     KillOnDrop(child)
@@ -189,4 +193,155 @@ async fn control_plane_pushes_reports_and_survives_restarts() {
     })
     .await;
     drop(busy);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn control_plane_issues_tokens_and_certificates() {
+    use weft_api::pb::CertificateRequest;
+    use weft_api::pb::certificate_service_client::CertificateServiceClient;
+
+    let dir = tempfile::tempdir().unwrap();
+    let mesh = dir.path().join("mesh");
+    std::fs::create_dir(&mesh).unwrap();
+    let (proxy_port, listen, debug, admin) = (free_port(), free_port(), free_port(), free_port());
+    std::fs::write(
+        dir.path().join("registry.yaml"),
+        format!(
+            "instances:\n\
+             - {{name: client-0, namespace: demo, serviceAccount: client, address: 127.0.0.1, \
+                proxy: {{capture: explicit, outboundHttpProxy: \"127.0.0.1:{proxy_port}\"}}}}\n\
+             - {{name: web-0, namespace: demo, address: 127.0.0.1}}\n"
+        ),
+    )
+    .unwrap();
+    let tokens = dir.path().join("tokens");
+    let _cp = KillOnDrop(
+        weft(&["control", "--config-dir"])
+            .arg(&mesh)
+            .arg("--registry")
+            .arg(dir.path().join("registry.yaml"))
+            .args(["--listen", &format!("127.0.0.1:{listen}")])
+            .args(["--debug", &format!("127.0.0.1:{debug}")])
+            .arg("--ca-dir")
+            .arg(dir.path().join("ca"))
+            .arg("--write-tokens")
+            .arg(&tokens)
+            .args(["--workload-cert-ttl", "2h"])
+            .spawn()
+            .expect("weft control runs"),
+    );
+    let token_of = |proxy: &str| {
+        std::fs::read_to_string(&tokens).ok().and_then(|text| {
+            text.lines()
+                .map(|l| l.split_whitespace().collect::<Vec<_>>())
+                .find(|f| f.len() == 4 && f[3] == proxy)
+                .map(|f| f[0].to_string())
+        })
+    };
+    eventually("a token per registry instance is written", || async {
+        token_of("client-0.demo").is_some() && token_of("web-0.demo").is_some()
+    })
+    .await;
+    let token = token_of("client-0.demo").unwrap();
+    let line = std::fs::read_to_string(&tokens).unwrap();
+    assert!(
+        line.contains(&format!("{token} demo client client-0.demo")),
+        "{line}"
+    );
+
+    // A certificate request with the token, as a proxy sends it.
+    let key = rcgen::KeyPair::generate().unwrap();
+    let csr = rcgen::CertificateParams::default()
+        .serialize_request(&key)
+        .unwrap()
+        .pem()
+        .unwrap();
+    let mut client = CertificateServiceClient::connect(format!("http://127.0.0.1:{listen}"))
+        .await
+        .expect("the CA listens on --listen");
+    let mut req = tonic::Request::new(CertificateRequest {
+        csr,
+        validity_duration: 0,
+    });
+    req.metadata_mut()
+        .insert("authorization", format!("Bearer {token}").parse().unwrap());
+    let resp = client
+        .create_certificate(req)
+        .await
+        .expect("signed")
+        .into_inner();
+    let leaf = weft_control::ca::certs_from_pem(&resp.cert_chain[0])
+        .unwrap()
+        .remove(0);
+    let x = leaf.x509().unwrap();
+    let serial = x.raw_serial_as_string();
+    let life = x.validity().not_after.timestamp() - x.validity().not_before.timestamp();
+    assert_eq!(life, 2 * 3600 + 60, "--workload-cert-ttl");
+
+    let debug_addr = format!("127.0.0.1:{debug}");
+    let d = ["--control-debug", debug_addr.as_str()];
+    let table = output(&[&["proxy-config", "client-0.demo", "secret"], &d[..]].concat())
+        .expect("proxy-config secret runs");
+    let default = table
+        .lines()
+        .find(|l| l.starts_with("default"))
+        .unwrap_or_else(|| panic!("no certificate row: {table}"));
+    assert!(
+        default.contains("spiffe://cluster.local/ns/demo/sa/client") && default.contains(&serial),
+        "{table}"
+    );
+    assert_eq!(
+        table.lines().filter(|l| l.starts_with("ROOTCA")).count(),
+        1,
+        "{table}"
+    );
+    let json = output(
+        &[
+            &["proxy-config", "client-0.demo", "secret", "-o", "json"],
+            &d[..],
+        ]
+        .concat(),
+    )
+    .expect("proxy-config secret -o json runs");
+    let secret: serde_json::Value = serde_json::from_str(&json).expect("json");
+    assert_eq!(secret["certificate"]["serial"], serial.as_str(), "{json}");
+    assert_eq!(secret["identity"], "demo/client", "{json}");
+
+    // The proxy with that token is admitted, and proxy-status shows the certificate expiry.
+    let _proxy = KillOnDrop(
+        weft(&["proxy", "--id", "client-0.demo", "--token", &token])
+            .args(["--control", &format!("127.0.0.1:{listen}")])
+            .args(["--admin", &format!("127.0.0.1:{admin}")])
+            .spawn()
+            .expect("weft proxy runs"),
+    );
+    eventually("proxy-status shows the certificate expiry", || async {
+        let status = output(&[&["proxy-status", "-o", "json"], &d[..]].concat());
+        let secret = output(
+            &[
+                &["proxy-config", "client-0.demo", "secret", "-o", "json"],
+                &d[..],
+            ]
+            .concat(),
+        );
+        let (Some(status), Some(secret)) = (status, secret) else {
+            return false;
+        };
+        let status: serde_json::Value = serde_json::from_str(&status).unwrap_or_default();
+        let secret: serde_json::Value = serde_json::from_str(&secret).unwrap_or_default();
+        let expiry = &secret["certificate"]["not_after"];
+        expiry.is_string()
+            && status.as_array().is_some_and(|ps| {
+                ps.iter()
+                    .any(|p| p["id"] == "client-0.demo" && p["cert_expiry"] == *expiry)
+            })
+    })
+    .await;
+    let table = output(&[&["proxy-status"], &d[..]].concat()).unwrap();
+    assert!(
+        table
+            .lines()
+            .any(|l| l.starts_with("client-0.demo") && l.trim_end().ends_with('Z')),
+        "{table}"
+    );
 }

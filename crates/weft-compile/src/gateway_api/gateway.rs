@@ -136,7 +136,7 @@ pub fn build(ctx: &Ctx, ports: &BTreeMap<u16, SocketAddr>, cfg: &mut ProxyConfig
             }
         }
     }
-    let routes = all_routes(ctx.objects);
+    let routes = all_routes(ctx.aged);
     for (port, listeners) in by_port {
         let listener_name = format!("gateway-{port}");
         if cfg.listeners.iter().any(|l| l.name == listener_name) {

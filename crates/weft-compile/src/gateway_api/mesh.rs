@@ -54,7 +54,7 @@ fn attached<'r, 'a>(
 /// Offer the GAMMA routes of every visible Kubernetes Service port speaking HTTP (or not
 /// declaring a protocol).
 pub fn contribute(ctx: &Ctx, out: &mut HostRoutes) {
-    let routes = all_routes(ctx.objects);
+    let routes = all_routes(ctx.aged);
     if routes.is_empty() {
         return;
     }

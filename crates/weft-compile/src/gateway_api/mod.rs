@@ -30,7 +30,7 @@ use weft_config::{Body, Object};
 
 use crate::context::Ctx;
 use crate::destination::cluster_name;
-use crate::order::{by_age, created};
+use crate::order::created;
 use crate::registry::CLUSTER_DOMAIN;
 use crate::routes::origin_of;
 
@@ -60,10 +60,10 @@ impl GwRoute<'_> {
 }
 
 /// Every HTTPRoute and GRPCRoute (and Linkerd's `policy.linkerd.io` HTTPRoute, same shape),
-/// oldest first.
-pub fn all_routes(objects: &[Object]) -> Vec<GwRoute<'_>> {
-    by_age(objects)
-        .into_iter()
+/// oldest first (`aged`: the snapshot's objects, oldest first).
+pub fn all_routes<'a>(aged: &[&'a Object]) -> Vec<GwRoute<'a>> {
+    aged.iter()
+        .copied()
         .filter_map(|o| match &o.body {
             Body::HttpRoute(r) | Body::LinkerdHttpRoute(r) => Some(GwRoute {
                 obj: o,

@@ -5,7 +5,7 @@ use std::collections::HashSet;
 use super::Report;
 use super::rules::{is_dns1123_label, is_dns1123_subdomain, is_label_key, is_label_value, is_port};
 use crate::kinds::k8s::ServiceSpec;
-use crate::kinds::weft::WorkloadSpec;
+use crate::kinds::weft::{Probe, WorkloadSpec};
 
 /// Names, namespaces and labels as the Kubernetes API server checks them.
 pub fn metadata(r: &mut Report) {
@@ -127,5 +127,154 @@ pub fn weft_workload(w: &WorkloadSpec, r: &mut Report) {
         } else if !seen.insert(p.port) {
             r.error(path.key("port"), format!("port {} is listed twice", p.port));
         }
+    }
+    if let Some(probe) = &w.readiness_probe {
+        readiness_probe(w, probe, r);
+    }
+}
+
+/// `spec.readinessProbe`: an `httpGet` on an absolute path and on one of the Workload's
+/// own ports (what `weft up` probes is the application itself, never another process).
+fn readiness_probe(w: &WorkloadSpec, probe: &Probe, r: &mut Report) {
+    let path = crate::FieldPath::root().key("spec").key("readinessProbe");
+    for (field, value) in [
+        ("periodSeconds", probe.period_seconds),
+        ("timeoutSeconds", probe.timeout_seconds),
+    ] {
+        if value == Some(0) {
+            r.error(
+                path.key(field),
+                format!("invalid {field} 0: must be at least 1"),
+            );
+        }
+    }
+    let Some(get) = &probe.http_get else {
+        r.error(
+            path,
+            "a readinessProbe needs `httpGet` (the only probe weft up runs)",
+        )
+        .hint("e.g. `readinessProbe: {httpGet: {path: /ready, port: http}}`");
+        return;
+    };
+    let get_path = path.key("httpGet");
+    if let Some(p) = &get.path
+        && !p.starts_with('/')
+    {
+        r.error(
+            get_path.key("path"),
+            format!("invalid path `{p}`: must start with `/`"),
+        )
+        .hint(format!("try `/{p}`"));
+    }
+    let declared = || {
+        let names: Vec<String> = w
+            .ports
+            .iter()
+            .map(|p| match &p.name {
+                Some(n) => format!("{n} ({})", p.port),
+                None => p.port.to_string(),
+            })
+            .collect();
+        if names.is_empty() {
+            "the Workload declares no ports: add one to `spec.ports`".to_string()
+        } else {
+            format!("the Workload's ports: {}", names.join(", "))
+        }
+    };
+    match &get.port {
+        None => {
+            r.error(get_path.key("port"), "httpGet needs a `port`")
+                .hint(declared());
+        }
+        Some(port) if w.port_of(port).is_none() => {
+            r.error(
+                get_path.key("port"),
+                format!("port `{port}` is not one of the Workload's ports"),
+            )
+            .hint(declared());
+        }
+        Some(_) => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::testing::{assert_one_error, validation_errors};
+
+    fn workload(probe: &str) -> String {
+        format!(
+            "apiVersion: weft.dev/v1alpha1\nkind: Workload\nmetadata: {{name: w, namespace: shop}}\nspec:\n  command: app\n  ports: [{{name: http, port: 3001}}, {{port: 9090}}]\n  readinessProbe: {probe}\n"
+        )
+    }
+
+    #[test]
+    fn a_readiness_probe_on_a_declared_port_by_name_or_number_is_valid() {
+        for probe in [
+            "{httpGet: {path: /ready, port: http}}",
+            "{httpGet: {path: /ready, port: 3001}, periodSeconds: 1, timeoutSeconds: 2}",
+            "{httpGet: {port: 9090}}",
+        ] {
+            assert_eq!(validation_errors(&workload(probe)), vec![], "{probe}");
+        }
+    }
+
+    #[test]
+    fn a_readiness_probe_path_must_be_absolute() {
+        assert_one_error(
+            &workload("{httpGet: {path: ready, port: http}}"),
+            "spec.readinessProbe.httpGet.path",
+            "must start with `/`",
+        );
+    }
+
+    #[test]
+    fn a_readiness_probe_port_must_be_one_of_the_workloads() {
+        assert_one_error(
+            &workload("{httpGet: {path: /ready, port: admin}}"),
+            "spec.readinessProbe.httpGet.port",
+            "port `admin` is not one of the Workload's ports",
+        );
+        assert_one_error(
+            &workload("{httpGet: {path: /ready, port: 8080}}"),
+            "spec.readinessProbe.httpGet.port",
+            "port `8080` is not one of the Workload's ports",
+        );
+        assert_one_error(
+            &workload("{httpGet: {path: /ready}}"),
+            "spec.readinessProbe.httpGet.port",
+            "needs a `port`",
+        );
+    }
+
+    #[test]
+    fn a_readiness_probe_needs_http_get_and_positive_periods() {
+        assert_one_error(
+            &workload("{periodSeconds: 1}"),
+            "spec.readinessProbe",
+            "needs `httpGet`",
+        );
+        assert_one_error(
+            &workload("{httpGet: {path: /ready, port: http}, periodSeconds: 0}"),
+            "spec.readinessProbe.periodSeconds",
+            "must be at least 1",
+        );
+    }
+
+    #[test]
+    fn readiness_probe_fields_use_kubernetes_names_and_defaults() {
+        let b =
+            crate::Bundle::load_str("w.yaml", &workload("{httpGet: {path: /ready, port: http}}"));
+        assert!(b.diagnostics.is_empty(), "{:?}", b.diagnostics);
+        let crate::Body::Workload(spec) = &b.objects[0].body else {
+            panic!("not a Workload");
+        };
+        let probe = spec.readiness_probe.as_ref().expect("probe");
+        assert_eq!((probe.period_seconds(), probe.timeout_seconds()), (10, 1));
+        let get = probe.http_get.as_ref().expect("httpGet");
+        assert_eq!(get.path(), "/ready");
+        assert_eq!(spec.port_of(get.port.as_ref().expect("port")), Some(3001));
+        // An unknown field (a Kubernetes handler weft up does not run) is an error.
+        let b = crate::Bundle::load_str("w.yaml", &workload("{exec: {command: [true]}}"));
+        assert!(!b.diagnostics.is_empty(), "exec accepted");
     }
 }

@@ -79,6 +79,25 @@ impl CertificateAuthority {
         Self::from_cacerts(dir, options)
     }
 
+    /// [`CertificateAuthority::load_or_generate`], plus the extra root of
+    /// `dir/root-cert-next.pem` in the trust bundle when that file exists (root rotation).
+    pub fn open(dir: &Path, options: CaOptions) -> Result<Self, CaError> {
+        let ca = Self::load_or_generate(dir, options)?;
+        let next = dir.join(files::NEXT_ROOT_CERT);
+        match std::fs::read_to_string(&next) {
+            Ok(pem) => {
+                ca.add_root(&pem).map_err(|e| CaError::BadFile {
+                    path: next.clone(),
+                    reason: e.to_string(),
+                })?;
+                tracing::info!(path = %next.display(), "trust bundle carries the next root too");
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(source) => return Err(CaError::Io { path: next, source }),
+        }
+        Ok(ca)
+    }
+
     /// Uses a plugged-in CA from `dir` in Istio's `cacerts` layout.
     pub fn from_cacerts(dir: &Path, options: CaOptions) -> Result<Self, CaError> {
         let loaded = files::load(dir)?;
@@ -167,7 +186,20 @@ impl CertificateAuthority {
         identity: &WorkloadIdentity,
         requested_ttl: Option<Duration>,
     ) -> Result<IssuedCertificate, CaError> {
-        let entitled = identity.spiffe_id(&self.options.trust_domain);
+        self.sign_csr_in(csr_pem, identity, requested_ttl, &self.options.trust_domain)
+    }
+
+    /// [`CertificateAuthority::sign_csr`] in `trust_domain` instead of the configured one:
+    /// the control plane passes the mesh config's current trust domain, so certificates
+    /// carry the SPIFFE IDs the compiler puts in proxy configs.
+    pub fn sign_csr_in(
+        &self,
+        csr_pem: &str,
+        identity: &WorkloadIdentity,
+        requested_ttl: Option<Duration>,
+        trust_domain: &TrustDomain,
+    ) -> Result<IssuedCertificate, CaError> {
+        let entitled = identity.spiffe_id(trust_domain);
         let csr = CertificateSigningRequestParams::from_pem(csr_pem)
             .map_err(|e| CaError::InvalidCsr(e.to_string()))?;
         for san in &csr.params.subject_alt_names {

@@ -21,6 +21,8 @@ pub const CA_CERT: &str = "ca-cert.pem";
 pub const CA_KEY: &str = "ca-key.pem";
 pub const ROOT_CERT: &str = "root-cert.pem";
 pub const CERT_CHAIN: &str = "cert-chain.pem";
+/// One more root to trust besides the signing root, during a root rotation (optional).
+pub const NEXT_ROOT_CERT: &str = "root-cert-next.pem";
 const ALL: [&str; 4] = [CA_CERT, CA_KEY, ROOT_CERT, CERT_CHAIN];
 
 /// What a CA directory yields once checked.

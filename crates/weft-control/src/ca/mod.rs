@@ -5,6 +5,14 @@
 //! SAN, `spiffe://<trust-domain>/ns/<ns>/sa/<sa>`, for the identity the caller's bootstrap
 //! token entitles it to, never the one the CSR asks for. The trust bundle holds one root, or
 //! two during a root rotation.
+//!
+//! Root rotation: a CA directory may hold `root-cert-next.pem`, one more root the trust
+//! bundle carries besides the signing root. To roll a new root in: (1) put the new root there
+//! and restart, so every proxy's next certificate refresh brings both roots; (2) once
+//! refreshed, switch the directory to the new CA (its `ca-cert.pem`, `ca-key.pem`,
+//! `root-cert.pem`, `cert-chain.pem`) and put the old root in `root-cert-next.pem`, so
+//! certificates still signed by the old root verify until they expire; (3) remove
+//! `root-cert-next.pem`.
 
 mod authority;
 mod bundle;
@@ -20,11 +28,11 @@ use std::time::Duration;
 pub use authority::{CaOptions, CertificateAuthority, IssuedCertificate};
 pub use bundle::{MAX_ROOTS, TrustBundle};
 pub use error::CaError;
-pub use files::{CA_CERT, CA_KEY, CERT_CHAIN, ROOT_CERT};
+pub use files::{CA_CERT, CA_KEY, CERT_CHAIN, NEXT_ROOT_CERT, ROOT_CERT};
 pub use identity::{TrustDomain, WorkloadIdentity};
 pub use pem::{PemCert, certs_from_pem};
-pub use service::CaService;
-pub use tokens::{TokenError, TokenStore};
+pub use service::{CaHooks, CaService};
+pub use tokens::{Grant, TokenError, TokenStore};
 
 /// The trust domain when mesh config names none.
 pub const DEFAULT_TRUST_DOMAIN: &str = "cluster.local";

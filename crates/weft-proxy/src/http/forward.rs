@@ -1,10 +1,12 @@
 //! Forwarding a routed request to a cluster: destination choice, the upstream request,
 //! retries within the route timeout, mirrors and protocol upgrades.
 
+use std::borrow::Cow;
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use http::header::{self, HeaderValue};
+use http::uri::PathAndQuery;
 use http::{HeaderMap, Request, Response, Uri, Version};
 use hyper::body::Incoming;
 use tokio::time::Instant;
@@ -27,9 +29,9 @@ pub struct Plan<'a> {
     pub forward: &'a Forward,
     pub destination: &'a WeightedCluster,
     /// Path (rewritten) and query.
-    pub path_and_query: String,
+    pub path_and_query: PathAndQuery,
     /// Authority to send (rewritten or the downstream one).
-    pub authority: String,
+    pub authority: Cow<'a, str>,
 }
 
 /// Chooses a destination by weight; none when every weight is zero.
@@ -50,32 +52,69 @@ pub fn choose_destination(clusters: &[WeightedCluster]) -> Option<&WeightedClust
     })
 }
 
-/// The request head sent upstream (per attempt, with a fresh body).
-#[derive(Clone)]
+/// The request head sent upstream (per attempt, with a fresh body), for one protocol:
+/// HTTP/1 gets the origin-form target and `Host`, HTTP/2 the absolute URI and no `Host`
+/// (`:authority` carries it; both would be a protocol error).
 struct Head {
     method: http::Method,
-    uri_h1: Uri,
-    uri_h2: Uri,
+    uri: Uri,
+    version: Version,
     headers: HeaderMap,
 }
 
 impl Head {
-    fn request(&self, proto: Proto, body: ProxyBody) -> Request<ProxyBody> {
+    fn new(
+        proto: Proto,
+        method: http::Method,
+        mut headers: HeaderMap,
+        plan: &Plan<'_>,
+    ) -> Result<Head, ProxyError> {
+        let bad_uri = |e: http::Error| ProxyError::BadRequest {
+            detail: format!("cannot build upstream URI: {e}"),
+        };
+        let (uri, version) = match proto {
+            Proto::Http1 => {
+                let mut parts = http::uri::Parts::default();
+                parts.path_and_query = Some(plan.path_and_query.clone());
+                let uri = Uri::from_parts(parts).map_err(|e| bad_uri(e.into()))?;
+                (uri, Version::HTTP_11)
+            }
+            Proto::Http2 => {
+                headers.remove(header::HOST);
+                let uri = Uri::builder()
+                    .scheme("http")
+                    .authority(&*plan.authority)
+                    .path_and_query(plan.path_and_query.clone())
+                    .build()
+                    .map_err(bad_uri)?;
+                (uri, Version::HTTP_2)
+            }
+        };
+        Ok(Head {
+            method,
+            uri,
+            version,
+            headers,
+        })
+    }
+
+    /// A request for one attempt or mirror; the head stays for later ones.
+    fn request(&self, body: ProxyBody) -> Request<ProxyBody> {
         let mut req = Request::new(body);
         *req.method_mut() = self.method.clone();
         *req.headers_mut() = self.headers.clone();
-        match proto {
-            Proto::Http1 => {
-                *req.uri_mut() = self.uri_h1.clone();
-                *req.version_mut() = Version::HTTP_11;
-            }
-            Proto::Http2 => {
-                *req.uri_mut() = self.uri_h2.clone();
-                *req.version_mut() = Version::HTTP_2;
-                // `:authority` carries it; a Host header too would be a protocol error.
-                req.headers_mut().remove(header::HOST);
-            }
-        }
+        *req.uri_mut() = self.uri.clone();
+        *req.version_mut() = self.version;
+        req
+    }
+
+    /// The request for the only attempt, taking the head (no copy of the headers).
+    fn into_request(self, body: ProxyBody) -> Request<ProxyBody> {
+        let mut req = Request::new(body);
+        *req.method_mut() = self.method;
+        *req.headers_mut() = self.headers;
+        *req.uri_mut() = self.uri;
+        *req.version_mut() = self.version;
         req
     }
 }
@@ -92,25 +131,36 @@ fn upstream_headers(
     headers.remove(header::EXPECT);
     headers::apply_ops(&mut headers, &route.request_headers);
     headers::apply_ops(&mut headers, &plan.destination.request_headers);
-    let host = HeaderValue::from_str(&plan.authority).map_err(|_| ProxyError::BadRequest {
-        detail: format!("authority {:?} is not a valid Host header", plan.authority),
-    })?;
-    headers.insert(header::HOST, host);
+    // The downstream Host header is sent as it came unless the authority was rewritten.
+    let mut hosts = headers.get_all(header::HOST).iter();
+    let same_host = hosts
+        .next()
+        .is_some_and(|h| h.as_bytes() == plan.authority.as_bytes())
+        && hosts.next().is_none();
+    if !same_host {
+        let host = HeaderValue::from_str(&plan.authority).map_err(|_| ProxyError::BadRequest {
+            detail: format!("authority {:?} is not a valid Host header", plan.authority),
+        })?;
+        headers.insert(header::HOST, host);
+    }
     if ds.conn.direction != weft_api::Direction::Outbound {
         // Sidecar outbound traffic comes from the local app; appending 127.0.0.1 only adds
         // noise. Inbound and gateway hops record the client.
-        let ip = ds.conn.peer.ip().to_string();
-        let xff = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
-            Some(prev) => format!("{prev}, {ip}"),
-            None => ip,
+        let ip = ds.conn.peer.ip();
+        let xff = match headers
+            .get(&headers::X_FORWARDED_FOR)
+            .and_then(|v| v.to_str().ok())
+        {
+            Some(prev) => HeaderValue::from_str(&format!("{prev}, {ip}")),
+            None => HeaderValue::from_str(&ip.to_string()),
         };
-        if let Ok(v) = HeaderValue::from_str(&xff) {
-            headers.insert("x-forwarded-for", v);
+        if let Ok(v) = xff {
+            headers.insert(headers::X_FORWARDED_FOR, v);
         }
     }
-    if !headers.contains_key("x-forwarded-proto") {
+    if !headers.contains_key(&headers::X_FORWARDED_PROTO) {
         headers.insert(
-            "x-forwarded-proto",
+            headers::X_FORWARDED_PROTO,
             HeaderValue::from_static(if ds.scheme == "https" {
                 "https"
             } else {
@@ -118,8 +168,8 @@ fn upstream_headers(
             }),
         );
     }
-    if !headers.contains_key("x-request-id") {
-        headers.insert("x-request-id", headers::new_request_id());
+    if !headers.contains_key(&headers::X_REQUEST_ID) {
+        headers.insert(headers::X_REQUEST_ID, headers::new_request_id());
     }
     Ok(headers)
 }
@@ -166,26 +216,7 @@ pub async fn forward(
     let downstream_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
     let (parts, incoming) = req.into_parts();
     let headers = upstream_headers(parts.headers, &plan, route, ds, upgrade)?;
-    let uri_h2 = Uri::builder()
-        .scheme("http")
-        .authority(plan.authority.as_str())
-        .path_and_query(plan.path_and_query.as_str())
-        .build()
-        .map_err(|e| ProxyError::BadRequest {
-            detail: format!("cannot build upstream URI: {e}"),
-        })?;
-    let uri_h1 = Uri::builder()
-        .path_and_query(plan.path_and_query.as_str())
-        .build()
-        .map_err(|e| ProxyError::BadRequest {
-            detail: format!("cannot build upstream URI: {e}"),
-        })?;
-    let head = Head {
-        method: parts.method,
-        uri_h1,
-        uri_h2,
-        headers,
-    };
+    let head = Head::new(proto, parts.method, headers, &plan)?;
     let shared = SharedBody::new(body::boxed(incoming), REPLAY_LIMIT);
     for m in &plan.forward.mirrors {
         if fastrand::f64() * 100.0 < m.percent {
@@ -193,11 +224,10 @@ pub async fn forward(
                 tracing::debug!(cluster = %m.cluster, "mirror cluster not found");
                 continue;
             };
-            let mut mirrored = head.request(proto, body::empty());
-            *mirrored.body_mut() = match shared.follower() {
-                Some(b) => b,
-                None => continue,
+            let Some(follower) = shared.follower() else {
+                continue;
             };
+            let mirrored = head.request(follower);
             mirror::spawn(
                 rt.mirror_slots(),
                 target.clone(),
@@ -223,8 +253,16 @@ pub async fn forward(
     } else {
         plan.forward.retry.as_ref()
     };
-    let (mut resp, guard) =
-        retry::run(&attempt, policy, &shared, |body| head.request(proto, body)).await?;
+    // The head is copied per attempt only when a retry can follow.
+    let retries = policy.is_some_and(|p| p.attempts > 0);
+    let mut head = Some(head);
+    let (mut resp, guard) = retry::run(&attempt, policy, &shared, |body| {
+        match (retries, head.as_ref()) {
+            (true, Some(h)) => Some(h.request(body)),
+            _ => head.take().map(|h| h.into_request(body)),
+        }
+    })
+    .await?;
 
     if let (true, Some(down)) = (
         resp.status() == http::StatusCode::SWITCHING_PROTOCOLS,

@@ -5,15 +5,20 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use weft_api::HeaderOps;
 
 /// Headers that describe one connection and never cross the proxy (RFC 9110 §7.6.1).
-const HOP_BY_HOP: [&str; 7] = [
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "transfer-encoding",
-    "upgrade",
-    "proxy-authenticate",
-    "proxy-authorization",
+/// As `HeaderName`s: removing by `&str` parses the name again on every request.
+const HOP_BY_HOP: [HeaderName; 7] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
 ];
+
+pub const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+pub const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// Removes hop-by-hop headers and the headers `Connection` names. `keep_upgrade` keeps
 /// `Connection: upgrade` and `Upgrade` for a protocol upgrade (WebSocket). `te: trailers`
@@ -30,8 +35,8 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
     for name in named {
         headers.remove(&name);
     }
-    for name in HOP_BY_HOP {
-        if keep_upgrade && (name == "connection" || name == "upgrade") {
+    for name in &HOP_BY_HOP {
+        if keep_upgrade && (name == header::CONNECTION || name == header::UPGRADE) {
             continue;
         }
         headers.remove(name);
@@ -100,19 +105,26 @@ pub fn strip_control_headers(headers: &mut HeaderMap) {
     }
 }
 
-/// A random version-4 UUID for `x-request-id`.
+/// A random version-4 UUID for `x-request-id`, written without `format!` (it is made for
+/// most requests).
 pub fn new_request_id() -> HeaderValue {
     let a = fastrand::u64(..);
     let b = fastrand::u64(..);
-    let text = format!(
-        "{:08x}-{:04x}-4{:03x}-{:04x}-{:012x}",
-        a >> 32,
-        (a >> 16) & 0xffff,
-        a & 0xfff,
-        0x8000 | ((b >> 48) & 0x3fff),
-        b & 0xffff_ffff_ffff
-    );
-    HeaderValue::from_str(&text).unwrap_or_else(|_| HeaderValue::from_static("0"))
+    let mut out = [b'-'; 36];
+    put_hex(&mut out[0..8], a >> 32);
+    put_hex(&mut out[9..13], (a >> 16) & 0xffff);
+    put_hex(&mut out[14..18], 0x4000 | (a & 0xfff));
+    put_hex(&mut out[19..23], 0x8000 | ((b >> 48) & 0x3fff));
+    put_hex(&mut out[24..36], b & 0xffff_ffff_ffff);
+    HeaderValue::from_bytes(&out).unwrap_or_else(|_| HeaderValue::from_static("0"))
+}
+
+/// Writes the low `out.len()` hex digits of `value` into `out`.
+fn put_hex(out: &mut [u8], mut value: u64) {
+    for digit in out.iter_mut().rev() {
+        *digit = b"0123456789abcdef"[(value & 0xf) as usize];
+        value >>= 4;
+    }
 }
 
 #[cfg(test)]
@@ -168,5 +180,9 @@ mod tests {
         let s = id.to_str().unwrap();
         assert_eq!(s.len(), 36);
         assert_eq!(&s[14..15], "4");
+        let dashes: Vec<usize> = s.match_indices('-').map(|(i, _)| i).collect();
+        assert_eq!(dashes, [8, 13, 18, 23]);
+        assert!(s.bytes().all(|c| c == b'-' || c.is_ascii_hexdigit()));
+        assert!(matches!(&s[19..20], "8" | "9" | "a" | "b"), "{s}");
     }
 }

@@ -12,6 +12,7 @@ pub mod ratelimit;
 pub mod retry;
 pub mod rewrite;
 pub mod route;
+pub mod xfcc;
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -56,8 +57,9 @@ where
         rt,
         drain: drain.clone(),
     });
-    let service = hyper::service::service_fn(move |req| {
+    let service = hyper::service::service_fn(move |mut req: http::Request<_>| {
         let ctx = ctx.clone();
+        xfcc::apply(req.headers_mut(), &ctx.conn);
         async move { Ok::<_, Infallible>(proxy::handle(req, ctx).await) }
     });
     let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());

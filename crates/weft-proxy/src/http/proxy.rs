@@ -1,9 +1,11 @@
 //! One request through the proxy: control headers, rate limits, routing, CORS, faults,
 //! then redirect, direct response or forward.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use http::header::{self, HeaderName, HeaderValue};
+use http::uri::PathAndQuery;
 use http::{Request, Response, StatusCode, Version};
 use hyper::body::Incoming;
 use weft_api::{AbortStatus, Fault, HttpChain, NotFound, RouteAction, TokenBucket};
@@ -101,22 +103,22 @@ async fn route_request(
             detail: "CONNECT tunnels are not supported on this listener".into(),
         });
     }
-    let authority = req
-        .uri()
+    // Cheap copies (shared buffers, no allocation) that outlive `req`, which moves on.
+    let uri = req.uri().clone();
+    let host = match uri.authority() {
+        Some(_) => None,
+        None => req.headers().get(header::HOST).cloned(),
+    };
+    let authority: &str = uri
         .authority()
-        .map(|a| a.as_str().to_string())
-        .or_else(|| {
-            req.headers()
-                .get(header::HOST)
-                .and_then(|h| h.to_str().ok())
-                .map(str::to_string)
-        })
+        .map(|a| a.as_str())
+        .or_else(|| host.as_ref().and_then(|h| h.to_str().ok()))
         .ok_or_else(|| ProxyError::BadRequest {
             detail: "request has neither a Host header nor an :authority".into(),
         })?;
-    let scheme = req.uri().scheme_str().unwrap_or("http").to_string();
-    let path = req.uri().path().to_string();
-    let query = req.uri().query().map(str::to_string);
+    let scheme = uri.scheme_str().unwrap_or("http");
+    let path = uri.path();
+    let query = uri.query();
 
     let table_name = &ctx.chain.route_table;
     take_token(
@@ -126,20 +128,20 @@ async fn route_request(
         extra,
     )?;
     let not_found = |blocked| ProxyError::NoRoute {
-        authority: authority.clone(),
-        path: path.clone(),
+        authority: authority.to_string(),
+        path: path.to_string(),
         blocked,
     };
     let table = rt.route_table(table_name).ok_or_else(|| not_found(false))?;
-    let blocked = table.table.not_found == NotFound::BlockedByPolicy502;
+    let blocked = table.table().not_found == NotFound::BlockedByPolicy502;
     let routed = route::select(
         table,
         &RouteRequest {
-            authority: &authority,
-            path: &path,
-            query: query.as_deref(),
+            authority,
+            path,
+            query,
             method: req.method().as_str(),
-            scheme: &scheme,
+            scheme,
             headers: req.headers(),
         },
     );
@@ -179,10 +181,10 @@ async fn route_request(
 
     let ds = Downstream {
         conn: &ctx.conn,
-        scheme: &scheme,
-        authority: &authority,
-        path: &path,
-        query: query.as_deref(),
+        scheme,
+        authority,
+        path,
+        query,
     };
     let matched_path = sel
         .match_index
@@ -207,15 +209,8 @@ async fn route_request(
             let new_path = r
                 .path
                 .as_ref()
-                .map(|p| rewrite::rewrite_path(&path, p, matched_path, rewrite_regex));
-            let location = rewrite::redirect_location(
-                r,
-                &scheme,
-                &authority,
-                &path,
-                query.as_deref(),
-                new_path,
-            );
+                .map(|p| rewrite::rewrite_path(path, p, matched_path, rewrite_regex));
+            let location = rewrite::redirect_location(r, scheme, authority, path, query, new_path);
             let mut resp = Response::new(body::empty());
             *resp.status_mut() =
                 StatusCode::from_u16(r.status).unwrap_or(StatusCode::MOVED_PERMANENTLY);
@@ -234,26 +229,40 @@ async fn route_request(
                 }
             })?;
             let rewrite = fwd.rewrite.as_ref();
-            let new_path = match rewrite.and_then(|r| r.path.as_ref()) {
-                Some(p) => rewrite::rewrite_path(&path, p, matched_path, rewrite_regex),
-                None => path.clone(),
-            };
-            let path_and_query = match &query {
-                Some(q) if !new_path.contains('?') => format!("{new_path}?{q}"),
-                _ => new_path,
+            let path_and_query = match (rewrite.and_then(|r| r.path.as_ref()), uri.path_and_query())
+            {
+                // Not rewritten: the request's own (a shared buffer, not a copy).
+                (None, Some(pq)) if pq.as_str().starts_with('/') => pq.clone(),
+                (None, _) => with_query(path.to_string(), query)?,
+                (Some(p), _) => with_query(
+                    rewrite::rewrite_path(path, p, matched_path, rewrite_regex),
+                    query,
+                )?,
             };
             let plan = Plan {
                 route_name: &route.name,
                 forward: fwd,
                 destination,
                 path_and_query,
-                authority: rewrite
-                    .and_then(|r| r.authority.clone())
-                    .unwrap_or_else(|| authority.clone()),
+                authority: match rewrite.and_then(|r| r.authority.as_ref()) {
+                    Some(a) => Cow::Borrowed(a.as_str()),
+                    None => Cow::Borrowed(authority),
+                },
             };
             forward::forward(rt, route, plan, req, &ds).await
         }
     }
+}
+
+/// `path` followed by the request's query (unless the rewritten path brought its own).
+fn with_query(path: String, query: Option<&str>) -> Result<PathAndQuery, ProxyError> {
+    let joined = match query {
+        Some(q) if !path.contains('?') => format!("{path}?{q}"),
+        _ => path,
+    };
+    PathAndQuery::try_from(joined).map_err(|e| ProxyError::BadRequest {
+        detail: format!("cannot build upstream URI: {e}"),
+    })
 }
 
 /// Delay, then abort, each with its own percentage.

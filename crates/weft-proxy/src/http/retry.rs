@@ -86,12 +86,13 @@ fn route_timeout(a: &Attempt<'_>) -> ProxyError {
 }
 
 /// Runs attempts until a response is final or retries are exhausted. `build` makes the
-/// upstream request around an attempt's body.
+/// upstream request around an attempt's body; it may give none after the first attempt
+/// when `policy` allows no retry (the head was moved into that attempt).
 pub async fn run(
     a: &Attempt<'_>,
     policy: Option<&RetryPolicy>,
     shared: &SharedBody,
-    build: impl Fn(ProxyBody) -> Request<ProxyBody>,
+    mut build: impl FnMut(ProxyBody) -> Option<Request<ProxyBody>>,
 ) -> Result<(Response<Incoming>, RequestGuard), ProxyError> {
     let tries = 1 + policy.map_or(0, |p| p.attempts);
     let mut tried: Vec<Arc<Endpoint>> = Vec::new();
@@ -114,13 +115,10 @@ pub async fn run(
                 detail: "request body can no longer be replayed".into(),
             })?
         };
-        let outcome = timed(
-            a,
-            policy,
-            a.cluster.send_http(&ep, build(body), a.proto, a.upgrade),
-        )
-        .await;
-        tried.push(ep.clone());
+        let req = build(body).ok_or_else(|| ProxyError::Internal {
+            detail: "the request head was already sent".into(),
+        })?;
+        let outcome = timed(a, policy, a.cluster.send_http(&ep, req, a.proto, a.upgrade)).await;
         let retry_allowed = n < tries && shared.replayable();
         let failure = match outcome {
             Ok(resp) => {
@@ -133,6 +131,8 @@ pub async fn run(
                 {
                     tracing::debug!(status, attempt = n, "retrying response");
                     _retry = Some(g);
+                    // Remembered only when a retry follows (a first answer needs no list).
+                    tried.push(ep);
                     drop(resp);
                     sleep_backoff(a, p, n).await?;
                     continue;
@@ -156,6 +156,7 @@ pub async fn run(
             && let Some(g) = a.cluster.start_retry(p.budget.as_ref())
         {
             _retry = Some(g);
+            tried.push(ep);
             sleep_backoff(a, p, n).await?;
             continue;
         }

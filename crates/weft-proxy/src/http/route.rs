@@ -3,25 +3,40 @@
 //! [`select`] is a pure function of the compiled route table and the request's parts, so
 //! `weft why` (the request simulator) runs exactly the code the proxy runs.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use http::HeaderMap;
 use regex::Regex;
 use weft_api::{
-    PathMatch, PathRewrite, RouteAction, RouteMatch, RouteTable, StringMatch, VirtualHost,
+    PathMatch, PathRewrite, ProxyConfig, RouteAction, RouteMatch, RouteTable, StringMatch,
+    VirtualHost,
 };
 
 use crate::runtime::BuildError;
 
-/// A route table with its domains indexed and its regexes compiled.
-#[derive(Debug)]
+/// A route table with its domains indexed and its regexes compiled. The table itself is
+/// read in place from the runtime's `ProxyConfig` (a copy per table would double the
+/// config's memory: thousands of virtual hosts on a gateway).
 pub struct CompiledTable {
-    pub table: RouteTable,
-    exact: HashMap<String, usize>,
+    config: Arc<ProxyConfig>,
+    index: usize,
+    exact: HashMap<Box<str>, u32>,
     /// `(suffix including the dot, vhost)`, longest suffix first.
-    wildcards: Vec<(String, usize)>,
-    any: Option<usize>,
-    vhosts: Vec<Vec<CompiledRoute>>,
+    wildcards: Vec<(Box<str>, u32)>,
+    any: Option<u32>,
+    /// Per virtual host, the range of its routes in `routes`.
+    vhosts: Vec<(u32, u32)>,
+    routes: Vec<CompiledRoute>,
+}
+
+impl std::fmt::Debug for CompiledTable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CompiledTable")
+            .field("table", self.table())
+            .finish_non_exhaustive()
+    }
 }
 
 #[derive(Debug)]
@@ -93,63 +108,118 @@ fn full_regex(re: &str, ignore_case: bool) -> Result<Regex, String> {
 }
 
 impl CompiledTable {
-    /// Compiles `table`, rejecting invalid regexes with the route that holds them.
+    /// Compiles `table` on its own, rejecting invalid regexes with the route that holds
+    /// them.
     pub fn compile(table: RouteTable) -> Result<CompiledTable, BuildError> {
+        let config = Arc::new(ProxyConfig {
+            route_tables: vec![table],
+            ..ProxyConfig::default()
+        });
+        CompiledTable::compile_in(&config, 0)
+    }
+
+    /// Compiles route table `index` of `config`, keeping `config` to read the table from.
+    pub fn compile_in(
+        config: &Arc<ProxyConfig>,
+        index: usize,
+    ) -> Result<CompiledTable, BuildError> {
+        let table = &config.route_tables[index];
         let mut exact = HashMap::new();
         let mut wildcards = Vec::new();
         let mut any = None;
-        let mut vhosts = Vec::new();
+        let mut vhosts = Vec::with_capacity(table.virtual_hosts.len());
+        let mut routes = Vec::new();
         for (vi, vh) in table.virtual_hosts.iter().enumerate() {
+            let vi = u32::try_from(vi).unwrap_or(u32::MAX);
             for domain in &vh.domains {
                 let d = domain.to_ascii_lowercase();
                 if d == "*" {
                     any.get_or_insert(vi);
                 } else if let Some(suffix) = d.strip_prefix('*') {
-                    wildcards.push((suffix.to_string(), vi));
+                    wildcards.push((suffix.into(), vi));
                 } else {
-                    exact.entry(d).or_insert(vi);
+                    exact.entry(d.into_boxed_str()).or_insert(vi);
                 }
             }
-            let routes = vh
-                .routes
-                .iter()
-                .map(|r| compile_route(&table.name, r))
-                .collect::<Result<Vec<_>, _>>()?;
-            vhosts.push(routes);
+            let start = routes.len();
+            for r in &vh.routes {
+                routes.push(compile_route(&table.name, r)?);
+            }
+            vhosts.push((as_u32(start), as_u32(routes.len())));
         }
         // Longest suffix first; stable, so the first listed wins among equals.
-        wildcards.sort_by_key(|(s, _)| std::cmp::Reverse(s.len()));
+        wildcards.sort_by_key(|(s, _): &(Box<str>, u32)| std::cmp::Reverse(s.len()));
+        exact.shrink_to_fit();
+        routes.shrink_to_fit();
         Ok(CompiledTable {
-            table,
+            config: config.clone(),
+            index,
             exact,
             wildcards,
             any,
             vhosts,
+            routes,
         })
+    }
+
+    /// Checks `table` as [`CompiledTable::compile`] would, without keeping anything.
+    pub fn check(table: &RouteTable) -> Result<(), BuildError> {
+        for vh in &table.virtual_hosts {
+            for r in &vh.routes {
+                compile_route(&table.name, r)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The route table as configured.
+    pub fn table(&self) -> &RouteTable {
+        &self.config.route_tables[self.index]
+    }
+
+    fn compiled_routes(&self, vhost: usize) -> &[CompiledRoute] {
+        match self.vhosts.get(vhost) {
+            Some(&(start, end)) => &self.routes[start as usize..end as usize],
+            None => &[],
+        }
     }
 
     /// The compiled path-rewrite regex of route `(vhost, route)`, if it has one.
     pub fn rewrite_regex(&self, vhost: usize, route: usize) -> Option<&Regex> {
-        self.vhosts.get(vhost)?.get(route)?.rewrite_regex.as_ref()
+        self.compiled_routes(vhost)
+            .get(route)?
+            .rewrite_regex
+            .as_ref()
     }
 
     fn vhost_for(&self, authority: &str) -> Option<usize> {
-        let full = authority.to_ascii_lowercase();
+        // Hosts are nearly always lower case already: no copy then.
+        let full = if authority.bytes().any(|b| b.is_ascii_uppercase()) {
+            Cow::Owned(authority.to_ascii_lowercase())
+        } else {
+            Cow::Borrowed(authority)
+        };
         let host = strip_port(&full);
-        for candidate in [full.as_str(), host] {
-            if let Some(i) = self.exact.get(candidate) {
-                return Some(*i);
-            }
-        }
-        for candidate in [full.as_str(), host] {
-            if let Some((_, i)) = self.wildcards.iter().find(|(suffix, _)| {
-                candidate.len() > suffix.len() && candidate.ends_with(suffix.as_str())
-            }) {
-                return Some(*i);
-            }
-        }
-        self.any
+        let found = [&*full, host]
+            .into_iter()
+            .find_map(|candidate| self.exact.get(candidate).copied())
+            .or_else(|| {
+                [&*full, host].into_iter().find_map(|candidate| {
+                    self.wildcards
+                        .iter()
+                        .find(|(suffix, _)| {
+                            candidate.len() > suffix.len() && candidate.ends_with(&**suffix)
+                        })
+                        .map(|(_, i)| *i)
+                })
+            })
+            .or(self.any);
+        found.map(|i| i as usize)
     }
+}
+
+fn as_u32(n: usize) -> u32 {
+    u32::try_from(n).unwrap_or(u32::MAX)
 }
 
 fn compile_route(table: &str, route: &weft_api::Route) -> Result<CompiledRoute, BuildError> {
@@ -282,8 +352,13 @@ pub fn select<'a>(
     let vi = table
         .vhost_for(req.authority)
         .ok_or(NoMatch::NoVirtualHost)?;
-    let vhost = &table.table.virtual_hosts[vi];
-    for (ri, (route, compiled)) in vhost.routes.iter().zip(&table.vhosts[vi]).enumerate() {
+    let vhost = &table.table().virtual_hosts[vi];
+    for (ri, (route, compiled)) in vhost
+        .routes
+        .iter()
+        .zip(table.compiled_routes(vi))
+        .enumerate()
+    {
         if compiled.matches.is_empty() {
             return Ok(Selected {
                 vhost_index: vi,

@@ -58,6 +58,43 @@ struct Counters {
     failures: AtomicU64,
 }
 
+/// Certificates obtained and failed attempts, shared with whoever exports them (the admin
+/// endpoint's `weft_certificate_*` counters).
+#[derive(Debug, Clone, Default)]
+pub struct IdentityStats {
+    counters: Arc<Counters>,
+}
+
+impl IdentityStats {
+    /// Certificates obtained (or, from files, loaded) so far.
+    pub fn issued(&self) -> u64 {
+        self.counters.issued.load(Ordering::Relaxed)
+    }
+
+    /// Failed requests (or loads) so far.
+    pub fn failures(&self) -> u64 {
+        self.counters.failures.load(Ordering::Relaxed)
+    }
+
+    pub(super) fn record(&self, ok: bool) {
+        let c = if ok {
+            &self.counters.issued
+        } else {
+            &self.counters.failures
+        };
+        c.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// Where the proxy's mesh certificate comes from, as `app::build` takes it: the watch of
+/// the current identity (`None` until the first certificate, and after one expired) and
+/// the counters to export.
+#[derive(Debug, Clone)]
+pub struct IdentitySource {
+    pub rx: watch::Receiver<Option<Arc<Identity>>>,
+    pub stats: IdentityStats,
+}
+
 /// Starts the refresh loop; see [`IdentityHandle`].
 #[derive(Debug)]
 pub struct IdentityManager;
@@ -65,8 +102,18 @@ pub struct IdentityManager;
 impl IdentityManager {
     /// Spawns the loop on the current runtime. It runs until the handle is dropped.
     pub fn spawn<C: CertificateClient>(client: C, options: IdentityOptions) -> IdentityHandle {
+        Self::spawn_with_stats(client, options, IdentityStats::default())
+    }
+
+    /// As [`IdentityManager::spawn`], counting into `stats` (created before the manager,
+    /// e.g. when the proxy starts before its expected identity is known).
+    pub fn spawn_with_stats<C: CertificateClient>(
+        client: C,
+        options: IdentityOptions,
+        stats: IdentityStats,
+    ) -> IdentityHandle {
         let (tx, rx) = watch::channel(None);
-        let counters = Arc::new(Counters::default());
+        let counters = stats.counters.clone();
         let rng = match options.seed {
             Some(seed) => fastrand::Rng::with_seed(seed),
             None => fastrand::Rng::new(),
@@ -88,6 +135,29 @@ impl IdentityHandle {
     /// Every new certificate (and `None` once one expired without a replacement).
     pub fn subscribe(&self) -> watch::Receiver<Option<Arc<Identity>>> {
         self.rx.clone()
+    }
+
+    /// The watch and counters for `app::build` (the handle must outlive the proxy).
+    pub fn source(&self) -> IdentitySource {
+        IdentitySource {
+            rx: self.rx.clone(),
+            stats: IdentityStats {
+                counters: self.counters.clone(),
+            },
+        }
+    }
+
+    /// A handle over a loop the caller spawned (see `identity::files`).
+    pub(super) fn from_parts(
+        rx: watch::Receiver<Option<Arc<Identity>>>,
+        task: JoinHandle<()>,
+        stats: IdentityStats,
+    ) -> IdentityHandle {
+        IdentityHandle {
+            rx,
+            task,
+            counters: stats.counters,
+        }
     }
 
     pub fn current(&self) -> Option<Arc<Identity>> {
@@ -146,7 +216,15 @@ async fn run<C: CertificateClient>(
                 let (now, wall) = (Instant::now(), SystemTime::now());
                 let point =
                     (options.refresh_fraction - rng.f64() * options.refresh_jitter).clamp(0.0, 1.0);
-                let refresh_wall = identity.not_before + identity.lifetime().mul_f64(point);
+                // The life counts from when we got the certificate: CAs backdate notBefore
+                // for clock skew (ours by a minute), which would otherwise pull the refresh
+                // of a short-lived certificate far ahead of its half life.
+                let issued = identity.not_before.max(wall);
+                let life = identity
+                    .not_after
+                    .duration_since(issued)
+                    .unwrap_or_default();
+                let refresh_wall = issued + life.mul_f64(point);
                 let until_refresh = refresh_wall.duration_since(wall).unwrap_or_default();
                 let until_expiry = identity.not_after.duration_since(wall).unwrap_or_default();
                 expires_at = Some(now + until_expiry);

@@ -15,12 +15,16 @@
 
 mod cert;
 mod client;
+mod files;
 mod manager;
 mod tls;
 
 pub use cert::{Identity, spiffe_id_parts};
 pub use client::{CertificateClient, CertificateReply, GrpcCertificateClient};
-pub use manager::{IdentityHandle, IdentityManager, IdentityOptions};
+pub use files::{CERT_CHAIN_FILE, KEY_FILE, ROOT_CERT_FILE, load_cert_dir, watch_cert_dir};
+pub use manager::{
+    IdentityHandle, IdentityManager, IdentityOptions, IdentitySource, IdentityStats,
+};
 pub use tls::{PeerIdentities, TlsConfigError, client_config, peer_spiffe_id, server_config};
 
 /// Why a certificate could not be obtained or used.
@@ -36,4 +40,6 @@ pub enum IdentityError {
     Unreachable(String),
     #[error("the CA returned an unusable certificate: {0}")]
     BadCertificate(String),
+    #[error("{path}: {reason}")]
+    File { path: String, reason: String },
 }

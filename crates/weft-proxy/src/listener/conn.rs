@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio::time::Instant;
@@ -17,7 +17,7 @@ use weft_api::{Capture, ChainProtocol, Fallback, HttpChain, Listener, TcpChain};
 
 use super::detect::{self, MAX_SNIFF_BYTES, Protocol};
 use super::tcp::{self, Target, TcpError};
-use super::{ListenerStats, Rewind, Shared, chain, signalled};
+use super::{ListenerStats, Rewind, Shared, chain, mtls, signalled, tunnel};
 use crate::ConnInfo;
 use crate::error::ProxyError;
 use crate::http;
@@ -32,7 +32,7 @@ const SNI_TIMEOUT: Duration = Duration::from_secs(5);
 const BLACKHOLE_SNIFF_TIMEOUT: Duration = Duration::from_secs(1);
 
 #[derive(Debug, thiserror::Error)]
-enum ConnError {
+pub(super) enum ConnError {
     #[error("reading the first bytes: {0}")]
     Sniff(io::Error),
     #[error("proxy draining before the client sent anything")]
@@ -43,17 +43,26 @@ enum ConnError {
     Http(#[from] http::ServeError),
     #[error("blackholed: {0}")]
     Blackholed(String),
+    #[error("mTLS: {0}")]
+    Mtls(String),
+    #[error("mesh tunnel: {0}")]
+    Tunnel(String),
 }
 
 /// The first bytes of a connection and what they look like.
-struct Sniffed {
+pub(super) struct Sniffed {
     bytes: Bytes,
     protocol: Protocol,
     /// The client sent nothing conclusive before the timeout.
     timed_out: bool,
 }
 
-pub(super) async fn serve(stream: TcpStream, peer: SocketAddr, name: Arc<str>, shared: &Shared) {
+pub(super) async fn serve(
+    stream: TcpStream,
+    peer: SocketAddr,
+    name: Arc<str>,
+    shared: &Arc<Shared>,
+) {
     // The runtime current at accept time serves the whole connection (HTTP requests load
     // the live one per request).
     let rt = shared.rt.load_full();
@@ -80,6 +89,8 @@ pub(super) async fn serve(stream: TcpStream, peer: SocketAddr, name: Arc<str>, s
         original_dst,
         local,
         sni: None,
+        peer_identity: None,
+        local_identity: None,
     };
     match handle(stream, spec, &mut conn, &rt, shared).await {
         Ok(()) => debug!("closed"),
@@ -96,7 +107,7 @@ async fn handle(
     spec: &Listener,
     conn: &mut ConnInfo,
     rt: &Runtime,
-    shared: &Shared,
+    shared: &Arc<Shared>,
 ) -> Result<(), ConnError> {
     let candidates = chain::candidates(&spec.chains, conn.original_dst);
     let mut sniffed = None;
@@ -119,6 +130,24 @@ async fn handle(
         return fallback(stream, sniffed, &spec.fallback, conn, rt, shared).await;
     };
     debug!(chain = %chosen.name, "filter chain");
+    if let Some(mode) = mtls::terminating_mode(chosen) {
+        let first = match sniffed.take() {
+            Some(s) => s,
+            None => {
+                let timeout = mtls::hello_timeout(mode, chosen);
+                sniff_conn(&mut stream, timeout, shared).await?
+            }
+        };
+        if matches!(first.protocol, Protocol::Tls { .. }) && mtls::terminates(mode, &first.bytes) {
+            return mtls::serve_tls(stream, first.bytes, chosen, conn, rt, shared).await;
+        }
+        if mode == weft_api::MtlsMode::Strict {
+            mtls::refuse_plaintext(chosen, conn, shared);
+            return Ok(());
+        }
+        conn.sni = first.protocol.sni().map(str::to_string);
+        sniffed = Some(first);
+    }
     match &chosen.protocol {
         ChainProtocol::Http(http) => serve_http(stream, prefix(&sniffed), http, conn, shared).await,
         ChainProtocol::Tcp(tcp) => serve_tcp(stream, prefix(&sniffed), tcp, conn, rt, shared).await,
@@ -138,27 +167,56 @@ async fn handle(
             let target = Target::Cluster(&target.cluster);
             Ok(tcp::forward(stream, &sniffed.bytes, target, None, conn, rt, &own).await?)
         }
-        // Replaced by the mTLS tunnel server (issue 4, in progress).
-        ChainProtocol::Tunnel(_) => Ok(()),
-        ChainProtocol::Detect { http, tcp, timeout } => {
-            let sniffed = match sniffed {
-                Some(s) => s,
-                // Zero means no timeout, as Istio's `protocolDetectionTimeout: 0s`.
-                None => {
-                    sniff_conn(&mut stream, Some(*timeout).filter(|t| !t.is_zero()), shared).await?
-                }
-            };
-            if sniffed.timed_out {
-                ListenerStats::inc(&shared.stats.detect_timeouts_total);
-            }
-            conn.sni = sniffed.protocol.sni().map(str::to_string);
-            debug!(protocol = ?sniffed.protocol, timed_out = sniffed.timed_out, "detected");
-            if sniffed.protocol.is_http() {
-                serve_http(stream, sniffed.bytes, http, conn, shared).await
-            } else {
-                serve_tcp(stream, sniffed.bytes, tcp, conn, rt, shared).await
-            }
-        }
+        ChainProtocol::Tunnel(t) => tunnel::serve(stream, &t.inbound_listeners, conn, shared).await,
+        ChainProtocol::Detect { http, tcp, timeout } => match sniffed {
+            Some(s) => serve_sniffed(stream, s, http, tcp, conn, rt, shared).await,
+            None => serve_detect(stream, http, tcp, *timeout, conn, rt, shared).await,
+        },
+    }
+}
+
+/// Detect HTTP or TCP on `io` (read with the chain's timeout; zero means none, as Istio's
+/// `protocolDetectionTimeout: 0s`) and serve it.
+pub(super) async fn serve_detect<IO>(
+    mut io: IO,
+    http: &HttpChain,
+    tcp: &TcpChain,
+    timeout: Duration,
+    conn: &mut ConnInfo,
+    rt: &Runtime,
+    shared: &Arc<Shared>,
+) -> Result<(), ConnError>
+where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let timeout = Some(timeout).filter(|t| !t.is_zero());
+    let sniffed = sniff_with_drain(&mut io, timeout, shared.drain.clone()).await?;
+    serve_sniffed(io, sniffed, http, tcp, conn, rt, shared).await
+}
+
+async fn serve_sniffed<IO>(
+    io: IO,
+    sniffed: Sniffed,
+    http: &HttpChain,
+    tcp: &TcpChain,
+    conn: &mut ConnInfo,
+    rt: &Runtime,
+    shared: &Arc<Shared>,
+) -> Result<(), ConnError>
+where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    if sniffed.timed_out {
+        ListenerStats::inc(&shared.stats.detect_timeouts_total);
+    }
+    if conn.peer_identity.is_none() {
+        conn.sni = sniffed.protocol.sni().map(str::to_string);
+    }
+    debug!(protocol = ?sniffed.protocol, timed_out = sniffed.timed_out, "detected");
+    if sniffed.protocol.is_http() {
+        serve_http(io, sniffed.bytes, http, conn, shared).await
+    } else {
+        serve_tcp(io, sniffed.bytes, tcp, conn, rt, shared).await
     }
 }
 
@@ -169,13 +227,16 @@ fn prefix(sniffed: &Option<Sniffed>) -> Bytes {
         .unwrap_or_default()
 }
 
-async fn serve_http(
-    stream: TcpStream,
+pub(super) async fn serve_http<IO>(
+    stream: IO,
     prefix: Bytes,
     chain: &HttpChain,
     conn: &ConnInfo,
     shared: &Shared,
-) -> Result<(), ConnError> {
+) -> Result<(), ConnError>
+where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let io = Rewind::new(prefix, stream);
     http::serve_connection(
         io,
@@ -188,14 +249,17 @@ async fn serve_http(
     Ok(())
 }
 
-async fn serve_tcp(
-    stream: TcpStream,
+pub(super) async fn serve_tcp<IO>(
+    stream: IO,
     prefix: Bytes,
     chain: &TcpChain,
     conn: &ConnInfo,
     rt: &Runtime,
     shared: &Shared,
-) -> Result<(), ConnError> {
+) -> Result<(), ConnError>
+where
+    IO: AsyncRead + AsyncWrite + Unpin,
+{
     let target = tcp::tcp_target(chain, &mut fastrand::Rng::new())?;
     let own = shared.own_addrs.load();
     let res = tcp::forward(stream, &prefix, target, chain.idle_timeout, conn, rt, &own).await;
@@ -280,7 +344,7 @@ async fn sniff_conn(
     sniff_with_drain(stream, timeout, shared.drain.clone()).await
 }
 
-async fn sniff_with_drain<S: AsyncRead + Unpin>(
+pub(super) async fn sniff_with_drain<S: AsyncRead + Unpin>(
     stream: &mut S,
     timeout: Option<Duration>,
     drain: watch::Receiver<bool>,

@@ -124,6 +124,7 @@ fn sniff_http1(buf: &[u8]) -> Option<Protocol> {
 const TLS_HANDSHAKE: u8 = 0x16;
 const HANDSHAKE_CLIENT_HELLO: u8 = 0x01;
 const EXT_SERVER_NAME: u16 = 0x0000;
+const EXT_ALPN: u16 = 0x0010;
 const SERVER_NAME_HOST: u8 = 0x00;
 /// RFC 8446 §5.1: a record fragment is at most 2^14 bytes (plus expansion we allow for).
 const MAX_RECORD_LEN: usize = (1 << 14) + 2048;
@@ -146,13 +147,59 @@ pub enum TlsHello {
 /// over several records. The SNI is lowercased; a name that is not a valid DNS name is
 /// treated as absent.
 pub fn parse_client_hello(buf: &[u8]) -> TlsHello {
+    match client_hello_body(buf) {
+        Ok(body) => match client_hello_sni(&body) {
+            Some(sni) => TlsHello::Parsed { sni },
+            None => TlsHello::Malformed,
+        },
+        Err(hello) => hello,
+    }
+}
+
+/// The ALPN protocols a complete ClientHello at the start of `buf` offers (empty when it
+/// offers none); `None` when the bytes are not a complete, well-formed ClientHello.
+pub fn client_hello_alpn(buf: &[u8]) -> Option<Vec<Vec<u8>>> {
+    let body = client_hello_body(buf).ok()?;
+    let mut r = Reader(&body);
+    r.take(2 + 32)?;
+    let session_id = r.u8()?;
+    r.take(usize::from(session_id))?;
+    let suites = r.u16()?;
+    r.take(usize::from(suites))?;
+    let compression = r.u8()?;
+    r.take(usize::from(compression))?;
+    let mut protocols = Vec::new();
+    if r.0.is_empty() {
+        return Some(protocols);
+    }
+    let ext_len = r.u16()?;
+    let mut exts = Reader(r.take(usize::from(ext_len))?);
+    while !exts.0.is_empty() {
+        let ext_type = exts.u16()?;
+        let len = exts.u16()?;
+        let data = exts.take(usize::from(len))?;
+        if ext_type == EXT_ALPN {
+            let mut d = Reader(data);
+            let list_len = d.u16()?;
+            let mut list = Reader(d.take(usize::from(list_len))?);
+            while !list.0.is_empty() {
+                let n = list.u8()?;
+                protocols.push(list.take(usize::from(n))?.to_vec());
+            }
+        }
+    }
+    Some(protocols)
+}
+
+/// The ClientHello message body, reassembled from one or more records.
+fn client_hello_body(buf: &[u8]) -> Result<Vec<u8>, TlsHello> {
     let mut handshake = Vec::new();
     let mut rest = buf;
     loop {
         match next_record(rest) {
-            Record::NeedMore => return TlsHello::NeedMore,
-            Record::NotTls if handshake.is_empty() => return TlsHello::NotTls,
-            Record::NotTls | Record::Malformed => return TlsHello::Malformed,
+            Record::NeedMore => return Err(TlsHello::NeedMore),
+            Record::NotTls if handshake.is_empty() => return Err(TlsHello::NotTls),
+            Record::NotTls | Record::Malformed => return Err(TlsHello::Malformed),
             Record::Fragment { body, after } => {
                 handshake.extend_from_slice(body);
                 rest = after;
@@ -161,14 +208,13 @@ pub fn parse_client_hello(buf: &[u8]) -> TlsHello {
         // The handshake header tells how many bytes the ClientHello needs.
         if handshake.len() >= 4 {
             if handshake[0] != HANDSHAKE_CLIENT_HELLO {
-                return TlsHello::Malformed;
+                return Err(TlsHello::Malformed);
             }
             let len = u24(&handshake[1..4]);
             if handshake.len() >= 4 + len {
-                return match client_hello_sni(&handshake[4..4 + len]) {
-                    Some(sni) => TlsHello::Parsed { sni },
-                    None => TlsHello::Malformed,
-                };
+                handshake.truncate(4 + len);
+                handshake.drain(..4);
+                return Ok(handshake);
             }
         }
     }
@@ -381,6 +427,17 @@ mod tests {
         let mut long = b"GET /".to_vec();
         long.resize(MAX_SNIFF_BYTES, b'a');
         assert_eq!(sniff(&long), Some(Protocol::Http1));
+    }
+
+    #[test]
+    fn client_hello_alpn_list() {
+        let hello = client_hello_fixture(Some("a.example"));
+        assert_eq!(
+            client_hello_alpn(&hello),
+            Some(vec![b"h2".to_vec(), b"http/1.1".to_vec()])
+        );
+        assert_eq!(client_hello_alpn(&hello[..hello.len() - 1]), None);
+        assert_eq!(client_hello_alpn(b"GET / HTTP/1.1\r\n"), None);
     }
 
     #[test]

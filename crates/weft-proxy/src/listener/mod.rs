@@ -9,8 +9,10 @@
 pub mod chain;
 mod conn;
 pub mod detect;
+pub mod mtls;
 mod rewind;
 pub mod tcp;
+mod tunnel;
 
 pub use rewind::Rewind;
 
@@ -27,6 +29,7 @@ use tokio::task::JoinHandle;
 use tracing::{Instrument, debug, info_span, warn};
 
 use crate::RuntimeHandle;
+use crate::upstream::Mesh;
 
 /// What every listener and connection task shares.
 pub struct Shared {
@@ -40,6 +43,10 @@ pub struct Shared {
     pub stats: ListenerStats,
     /// Addresses the proxy's listeners are bound to, so passthrough never dials itself.
     pub own_addrs: ArcSwap<Vec<SocketAddr>>,
+    /// The workload certificate (also used by the upstream side for peer connections).
+    pub mesh: Arc<Mesh>,
+    /// Server TLS configs for the current certificate.
+    pub server_tls: mtls::ServerTls,
     next_conn_id: AtomicU64,
 }
 
@@ -48,6 +55,7 @@ impl Shared {
         rt: RuntimeHandle,
         drain: watch::Receiver<bool>,
         kill: watch::Receiver<bool>,
+        mesh: Arc<Mesh>,
     ) -> Shared {
         Shared {
             rt,
@@ -56,6 +64,8 @@ impl Shared {
             tracker: ConnTracker::default(),
             stats: ListenerStats::default(),
             own_addrs: ArcSwap::from_pointee(Vec::new()),
+            mesh,
+            server_tls: mtls::ServerTls::default(),
             next_conn_id: AtomicU64::new(1),
         }
     }
@@ -73,6 +83,17 @@ pub struct ListenerStats {
     pub detect_timeouts_total: AtomicU64,
     /// Connections that ended with an error (upstream unreachable, no route, ...).
     pub connection_errors_total: AtomicU64,
+    /// Plaintext connections closed on ports whose PeerAuthentication is STRICT.
+    pub plaintext_refused_total: AtomicU64,
+    /// Mesh TLS terminated on service ports (STRICT or PERMISSIVE).
+    pub mtls_connections_total: AtomicU64,
+    /// Mesh TLS handshakes that failed (tunnel or service port): no or untrusted client
+    /// certificate, no SPIFFE ID, no certificate of our own yet.
+    pub mtls_handshake_failures_total: AtomicU64,
+    /// mTLS connections accepted on the mesh tunnel port.
+    pub tunnel_connections_total: AtomicU64,
+    /// Streams (HTTP requests and CONNECTs) received through the tunnel.
+    pub tunnel_streams_total: AtomicU64,
 }
 
 impl ListenerStats {

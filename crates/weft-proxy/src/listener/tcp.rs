@@ -20,6 +20,7 @@ use super::chain::sni_matches;
 use crate::ConnInfo;
 use crate::error::ProxyError;
 use crate::runtime::Runtime;
+use crate::upstream::{BoxedIo, ConnectionGuard};
 
 /// How long connecting to an original destination may take: Istio's default
 /// `connectTimeout` (PassthroughCluster has no DestinationRule to change it).
@@ -96,24 +97,43 @@ pub fn sni_route<'a>(chain: &'a TlsPassthroughChain, sni: Option<&str>) -> Optio
 }
 
 /// Connect to `target`, replay `prefix` (bytes detection already read), then copy.
-pub async fn forward(
-    downstream: TcpStream,
+/// `downstream` is the accepted socket, a TLS stream terminated here, or a stream of the
+/// mesh tunnel.
+pub async fn forward<D>(
+    downstream: D,
     prefix: &[u8],
     target: Target<'_>,
     idle_timeout: Option<Duration>,
     conn: &ConnInfo,
     rt: &Runtime,
     own_listeners: &[SocketAddr],
-) -> Result<(), TcpError> {
-    let (upstream, _guard) = match target {
+) -> Result<(), TcpError>
+where
+    D: AsyncRead + AsyncWrite + Unpin,
+{
+    let (upstream, _guard) = connect_target(target, conn, rt, own_listeners).await?;
+    debug!(target = %conn.original_dst, "connected");
+    pipe(downstream, upstream, prefix, idle_timeout).await
+}
+
+/// The upstream stream for `target`; keep the guard (the cluster's connection slot) while
+/// it is open.
+pub async fn connect_target(
+    target: Target<'_>,
+    conn: &ConnInfo,
+    rt: &Runtime,
+    own_listeners: &[SocketAddr],
+) -> Result<(BoxedIo, Option<ConnectionGuard>), TcpError> {
+    Ok(match target {
         Target::Cluster(cluster) => {
             let (stream, guard) = rt.clusters().connect_tcp(cluster, conn).await?;
             (stream, Some(guard))
         }
-        Target::OriginalDst => (connect_original_dst(conn, own_listeners).await?, None),
-    };
-    debug!(upstream = ?upstream.peer_addr().ok(), "connected");
-    pipe(downstream, upstream, prefix, idle_timeout).await
+        Target::OriginalDst => (
+            Box::new(connect_original_dst(conn, own_listeners).await?),
+            None,
+        ),
+    })
 }
 
 async fn connect_original_dst(

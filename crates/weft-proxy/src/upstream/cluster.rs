@@ -1,25 +1,29 @@
 //! One cluster's live state: endpoint choice, circuit breakers, health and sending.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use http::{Request, Response};
 use hyper::body::Incoming;
-use tokio::net::TcpStream;
 use tokio::time::Instant;
-use weft_api::{Cluster, Discovery, RetryBudget, UpstreamTls};
+use weft_api::{Discovery, RetryBudget};
 
-use super::connect::connect;
-use super::endpoint::{Endpoint, EndpointSet};
+use super::endpoint::{Endpoint, EndpointSet, EndpointSpec};
+use super::mesh::Mesh;
+use super::originate::{Alpn, Originator};
 use super::outlier::{self, Outcome, Sweeper, lock};
 use super::pool::{self, Proto, Reuse, Sent};
 use crate::ConnInfo;
 use crate::error::ProxyError;
 use crate::http::body::ProxyBody;
+
+mod secure;
+
+use secure::Path;
 
 /// How often DNS clusters re-resolve (Envoy's `dns_refresh_rate` default).
 const DNS_REFRESH: Duration = Duration::from_secs(5);
@@ -52,10 +56,15 @@ struct BudgetWindow {
 const MAX_ORIGINAL_DESTINATIONS: usize = 1024;
 
 pub struct ClusterState {
-    pub config: Cluster,
+    /// Read in place from the runtime's `ProxyConfig` (derefs to [`Cluster`]).
+    pub config: super::ClusterConfig,
     shared: Arc<Shared>,
     set: ArcSwap<EndpointSet>,
     dns_resolved: tokio::sync::Mutex<Option<Instant>>,
+    /// The proxy's identity and peer connections (mesh mTLS).
+    mesh: Arc<Mesh>,
+    /// TLS origination configs, read from the DestinationRule's files on first use.
+    originator: OnceLock<Result<Arc<Originator>, String>>,
 }
 
 /// Why an upstream attempt failed before a response.
@@ -71,27 +80,30 @@ pub enum SendFailure {
 pub type HttpSend = Response<Incoming>;
 
 impl ClusterState {
-    pub fn new(config: Cluster, previous: Option<&ClusterState>) -> ClusterState {
+    pub fn new(
+        config: impl Into<super::ClusterConfig>,
+        previous: Option<&ClusterState>,
+        mesh: Arc<Mesh>,
+    ) -> ClusterState {
+        let config = config.into();
+        // Pooled connections were made for the previous TLS settings: with new ones, start
+        // afresh rather than send on a plaintext connection meant to be TLS (or back).
         let known = previous
+            .filter(|p| p.config.tls == config.tls)
             .map(|p| p.set.load().by_address())
             .unwrap_or_default();
         let set = match &config.discovery {
             Discovery::Static => EndpointSet::build(
                 &config.lb,
-                config
-                    .endpoints
-                    .iter()
-                    .map(|e| (e.address.clone(), e.weight, e.labels.clone())),
+                config.endpoints.iter().map(EndpointSpec::from_config),
                 &known,
             ),
             // Keep what the previous runtime resolved until the next refresh.
-            Discovery::Dns { .. } => EndpointSet::build(
-                &config.lb,
-                known
-                    .values()
-                    .map(|e| (e.address.clone(), e.weight, e.labels.clone())),
-                &known,
-            ),
+            Discovery::Dns { .. } => {
+                let kept = previous.map(|p| p.set.load_full());
+                let specs: Vec<EndpointSpec> = kept.iter().flat_map(|set| set.specs()).collect();
+                EndpointSet::build(&config.lb, specs.into_iter(), &known)
+            }
             Discovery::OriginalDestination | Discovery::Blackhole => {
                 EndpointSet::build(&config.lb, std::iter::empty(), &known)
             }
@@ -105,6 +117,8 @@ impl ClusterState {
             set: ArcSwap::from_pointee(set),
             dns_resolved: tokio::sync::Mutex::new(resolved),
             config,
+            mesh,
+            originator: OnceLock::new(),
         }
     }
 
@@ -139,18 +153,6 @@ impl ClusterState {
         }
     }
 
-    fn check_tls(&self) -> Result<(), ProxyError> {
-        match &self.config.tls {
-            // mTLS arrives with the identity work; until then mesh traffic is plaintext.
-            UpstreamTls::Disabled | UpstreamTls::IstioMutualAuto | UpstreamTls::IstioMutual => {
-                Ok(())
-            }
-            UpstreamTls::Originate(_) => Err(ProxyError::TlsOriginationUnavailable {
-                cluster: self.config.name.clone(),
-            }),
-        }
-    }
-
     /// Picks an endpoint, preferring ones not in `avoid` (hosts already tried).
     pub async fn pick(
         &self,
@@ -158,7 +160,6 @@ impl ClusterState {
         avoid: &[Arc<Endpoint>],
         conn: &ConnInfo,
     ) -> Result<Arc<Endpoint>, ProxyError> {
-        self.check_tls()?;
         match &self.config.discovery {
             Discovery::Blackhole => {
                 return Err(ProxyError::BlockedByPolicy {
@@ -220,7 +221,7 @@ impl ClusterState {
         }
         original
             .entry(dst)
-            .or_insert_with(|| Arc::new(Endpoint::new(dst.to_string(), 1, BTreeMap::new())))
+            .or_insert_with(|| Arc::new(Endpoint::new(EndpointSpec::plain(dst.to_string()))))
             .clone()
     }
 
@@ -234,7 +235,7 @@ impl ClusterState {
                 let mut seen = std::collections::BTreeSet::new();
                 let wanted: Vec<_> = addrs
                     .filter(|a| seen.insert(*a))
-                    .map(|a| (a.to_string(), 1, BTreeMap::new()))
+                    .map(|a| EndpointSpec::plain(a.to_string()))
                     .collect();
                 let known = self.set.load().by_address();
                 let set = EndpointSet::build(&self.config.lb, wanted.into_iter(), &known);
@@ -321,28 +322,6 @@ impl ClusterState {
         }
     }
 
-    /// A TCP connection for the TCP forwarder.
-    pub async fn connect_tcp(
-        &self,
-        conn: &ConnInfo,
-    ) -> Result<(TcpStream, ConnectionGuard), ProxyError> {
-        let ep = self.pick(None, &[], conn).await?;
-        let max = self.config.limits.max_connections;
-        let slot = self
-            .reserve_connection()
-            .ok_or_else(|| self.overflow("maxConnections", max))?;
-        match connect(&ep.address, &self.config).await {
-            Ok(stream) => Ok((stream, slot)),
-            Err(detail) => {
-                self.record(&ep, Outcome::LocalFailure);
-                Err(ProxyError::UpstreamConnectFailed {
-                    cluster: self.config.name.clone(),
-                    detail,
-                })
-            }
-        }
-    }
-
     /// Sends `req` to `ep`: on a pooled connection when one is idle, on a new one when the
     /// connection limit allows, else it waits as a pending request (`max_pending_requests`).
     /// A request a pooled connection never took is sent again on another connection.
@@ -354,6 +333,10 @@ impl ClusterState {
         proto: Proto,
         upgrade: bool,
     ) -> Result<HttpSend, SendFailure> {
+        let path = self.path(ep).map_err(SendFailure::Refused)?;
+        if let Path::Mesh(peer) = path {
+            return self.send_mesh_limited(ep, peer, req, proto, upgrade).await;
+        }
         let reuse = self.reuse();
         let mut pending: Option<PendingGuard> = None;
         let mut fresh_tries = 0;
@@ -372,7 +355,7 @@ impl ClusterState {
                 drop(pending.take());
                 fresh_tries += 1;
                 req = match self
-                    .send_fresh(ep, req, proto, upgrade, slot, reuse)
+                    .send_fresh(ep, &path, req, proto, upgrade, slot, reuse)
                     .await?
                 {
                     Ok(resp) => return Ok(resp),
@@ -444,22 +427,22 @@ impl ClusterState {
     }
 
     /// Connects and sends; `Ok(Err(req))` when the new connection closed before taking it.
+    #[allow(clippy::too_many_arguments)]
     async fn send_fresh(
         &self,
         ep: &Arc<Endpoint>,
+        path: &Path<'_>,
         req: Request<ProxyBody>,
         proto: Proto,
         upgrade: bool,
         slot: ConnectionGuard,
         reuse: Reuse,
     ) -> Result<Result<HttpSend, Request<ProxyBody>>, SendFailure> {
-        let stream = match connect(&ep.address, &self.config).await {
-            Ok(s) => s,
-            Err(detail) => {
-                self.record(ep, Outcome::LocalFailure);
-                return Err(SendFailure::Connect(detail));
-            }
+        let alpn = match proto {
+            Proto::Http1 => Alpn::Http1,
+            Proto::Http2 => Alpn::Http2,
         };
+        let stream = self.connect_io(ep, path, alpn).await?;
         let handshake_failed =
             |e: hyper::Error| SendFailure::Connect(format!("handshake with {}: {e}", ep.address));
         let sent = match proto {
@@ -573,7 +556,7 @@ impl Drop for RetryGuard {
 }
 
 struct PendingGuard {
-    shared: Arc<Shared>,
+    pub(super) shared: Arc<Shared>,
 }
 
 impl Drop for PendingGuard {

@@ -6,19 +6,24 @@ use socket2::SockRef;
 use tokio::net::TcpStream;
 use weft_api::Cluster;
 
+/// `ip:port` as is, `host:port` through the resolver.
+pub async fn resolve(address: &str) -> Result<SocketAddr, String> {
+    match address.parse() {
+        Ok(a) => Ok(a),
+        Err(_) => tokio::net::lookup_host(address)
+            .await
+            .map_err(|e| format!("resolve {address}: {e}"))?
+            .next()
+            .ok_or_else(|| format!("resolve {address}: no addresses")),
+    }
+}
+
 /// Connects to `address` (`ip:port`, or `host:port` resolved here) within the cluster's
 /// connect timeout. The error text says what failed, for `x-weft-error`.
 pub async fn connect(address: &str, cluster: &Cluster) -> Result<TcpStream, String> {
     let timeout = cluster.connect_timeout;
     let attempt = async {
-        let addr: SocketAddr = match address.parse() {
-            Ok(a) => a,
-            Err(_) => tokio::net::lookup_host(address)
-                .await
-                .map_err(|e| format!("resolve {address}: {e}"))?
-                .next()
-                .ok_or_else(|| format!("resolve {address}: no addresses"))?,
-        };
+        let addr = resolve(address).await?;
         TcpStream::connect(addr)
             .await
             .map_err(|e| format!("connect to {address}: {e}"))

@@ -13,7 +13,6 @@ use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper::client::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use super::outlier::lock;
@@ -66,10 +65,13 @@ impl Pool {
     /// An idle HTTP/1 connection that is still open, dropping stale and expired ones.
     pub fn take_h1(&self, reuse: Reuse) -> Option<IdleH1> {
         let mut idle = lock(&self.idle_h1);
+        // One clock read for the whole scan, not one per idle connection.
+        let now = reuse.idle_timeout.map(|_| Instant::now());
         while let Some(conn) = idle.pop() {
             let expired = reuse
                 .idle_timeout
-                .is_some_and(|t| conn.since.elapsed() >= t);
+                .zip(now)
+                .is_some_and(|(t, now)| now.duration_since(conn.since) >= t);
             if !expired && !conn.sender.is_closed() && conn.sender.is_ready() {
                 return Some(conn);
             }
@@ -102,13 +104,14 @@ impl Pool {
         tokio::spawn(async move {
             if sender.ready().await.is_ok() {
                 let mut idle = lock(&pool.idle_h1);
+                let now = Instant::now();
                 if let Some(t) = reuse.idle_timeout {
-                    idle.retain(|c| c.since.elapsed() < t);
+                    idle.retain(|c| now.duration_since(c.since) < t);
                 }
                 idle.push(IdleH1 {
                     sender,
                     served,
-                    since: Instant::now(),
+                    since: now,
                 });
                 drop(idle);
                 on_idle();
@@ -193,10 +196,13 @@ pub async fn send_h2(sender: &mut http2::SendRequest<ProxyBody>, req: Request<Pr
 
 /// Handshakes HTTP/1 on a fresh connection; the connection task owns `slot` (released when
 /// the connection ends).
-pub async fn handshake_h1<S: Send + 'static>(
-    stream: TcpStream,
+pub async fn handshake_h1<IO, S: Send + 'static>(
+    stream: IO,
     slot: S,
-) -> Result<http1::SendRequest<ProxyBody>, hyper::Error> {
+) -> Result<http1::SendRequest<ProxyBody>, hyper::Error>
+where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
+{
     let (sender, conn) = http1::handshake(TokioIo::new(stream)).await?;
     tokio::spawn(async move {
         let _slot = slot;
@@ -207,10 +213,13 @@ pub async fn handshake_h1<S: Send + 'static>(
     Ok(sender)
 }
 
-pub async fn handshake_h2<S: Send + 'static>(
-    stream: TcpStream,
+pub async fn handshake_h2<IO, S: Send + 'static>(
+    stream: IO,
     slot: S,
-) -> Result<http2::SendRequest<ProxyBody>, hyper::Error> {
+) -> Result<http2::SendRequest<ProxyBody>, hyper::Error>
+where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
+{
     let (sender, conn) = http2::Builder::new(TokioExecutor::new())
         .handshake(TokioIo::new(stream))
         .await?;

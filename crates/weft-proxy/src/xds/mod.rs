@@ -1,8 +1,9 @@
 //! The proxy's control-plane client: a [`ConfigSource`] fed by the `weft.v1.Discovery`
 //! stream (see `weft-api/proto/weft/v1/discovery.proto`).
 //!
-//! It holds the resources it runs, applies each delta on top of them, publishes the whole
-//! `ProxyConfig` and answers with an ACK naming every accepted resource and a NACK reason
+//! It holds the resources it runs, applies each push (a delta, possibly sent as several
+//! parts: it applies once the last part is in, never half a push) on top of them,
+//! publishes the whole `ProxyConfig` and answers with an ACK naming every accepted resource and a NACK reason
 //! for each refused one (does not decode, does not build into a runtime, or the proxy's
 //! apply fails on it, e.g. a listener that cannot bind); the rest still applies. When the
 //! control plane is gone the last good config stays in force; the client reconnects with
@@ -22,6 +23,12 @@ use weft_api::pb::{self, DeltaResponse, ProxyMessage, discovery_client::Discover
 use crate::app::Status;
 use crate::source::{ChannelSource, ConfigPublisher};
 use held::{Entry, Held, Refusal};
+
+/// The largest response the proxy accepts. The control plane sends a push in parts of
+/// about 64 KiB, a larger resource alone: this bounds one resource (a route table of a
+/// gateway with thousands of hosts), not a whole config. tonic keeps a receive buffer as
+/// large as the largest message received, for the life of the stream.
+const MAX_PART_BYTES: usize = 16 << 20;
 
 /// How long the proxy's apply of one config may take before it counts as failed.
 const APPLY_TIMEOUT: Duration = Duration::from_secs(30);
@@ -84,7 +91,10 @@ pub struct XdsStats {
     pub attempts: u64,
     pub connects: u64,
     pub disconnects: BTreeMap<String, u64>,
+    /// Pushes applied (each answered with one ACK).
     pub responses: u64,
+    /// Responses received (a push may come in several parts).
+    pub parts: u64,
     /// Resources refused, with the reason, by `type/name`.
     pub rejected: BTreeMap<String, String>,
     /// The version of the config last published.
@@ -95,6 +105,8 @@ pub struct XdsClient {
     options: XdsOptions,
     publisher: ConfigPublisher,
     held: Held,
+    /// The config last published (what `held` reads its resources from).
+    published: Option<Arc<weft_api::ProxyConfig>>,
     stats: Arc<Mutex<XdsStats>>,
 }
 
@@ -106,6 +118,7 @@ impl XdsClient {
             options,
             publisher,
             held: Held::default(),
+            published: None,
             stats: Arc::default(),
         };
         (client, source)
@@ -169,7 +182,7 @@ impl XdsClient {
                 kind: Some(pb::proxy_message::Kind::Hello(hello)),
             })
             .await;
-        let mut client = DiscoveryClient::new(channel);
+        let mut client = DiscoveryClient::new(channel).max_decoding_message_size(MAX_PART_BYTES);
         let mut inbound = match client.stream(ReceiverStream::new(rx)).await {
             Ok(r) => r.into_inner(),
             Err(s) => return (format!("refused: {:?}: {}", s.code(), s.message()), false),
@@ -180,10 +193,19 @@ impl XdsClient {
         });
         info!(control = %self.options.address, held = self.held.entries.len(), "connected to the control plane");
         let mut delivered = false;
+        let mut parts = Parts::default();
         loop {
             match inbound.message().await {
-                Ok(Some(delta)) => {
+                Ok(Some(part)) => {
                     delivered = true;
+                    self.stat(|s| s.parts += 1);
+                    let delta = match parts.add(part) {
+                        Ok(Some(delta)) => delta,
+                        Ok(None) => continue,
+                        // What the control plane believes was sent no longer holds; a new
+                        // stream resumes from the versions held.
+                        Err(e) => return (e, delivered),
+                    };
                     let ack = self.apply(delta, status).await;
                     if tx.send(ack).await.is_err() {
                         return ("stream closed while sending".into(), delivered);
@@ -198,7 +220,7 @@ impl XdsClient {
     /// Apply one delta and build the answer.
     async fn apply(
         &mut self,
-        delta: DeltaResponse,
+        mut delta: DeltaResponse,
         status: &mut watch::Receiver<Status>,
     ) -> ProxyMessage {
         self.stat(|s| s.responses += 1);
@@ -206,9 +228,10 @@ impl XdsClient {
         if let Ok(node) = serde_json::from_slice(&delta.node) {
             base.node = node;
         }
-        let (decoded, mut refused) = held::decode(&delta.resources);
-        let check_base = base.clone();
-        let checked = tokio::task::spawn_blocking(move || held::check(&check_base, decoded)).await;
+        // The encoded resources go as soon as they are decoded: a proxy's first delta holds
+        // its whole config, and the allocator keeps what the peak of an apply took.
+        let (decoded, mut refused) = held::decode(&std::mem::take(&mut delta.resources));
+        let checked = tokio::task::spawn_blocking(move || held::check(decoded)).await;
         let (mut accepted, more) = match checked {
             Ok(r) => r,
             Err(e) => {
@@ -218,7 +241,8 @@ impl XdsClient {
         };
         refused.extend(more);
         // Apply; if the proxy refuses, take out what its error blames and try once more.
-        if let Err(error) = self.publish(&base.with(&accepted, &[]), status).await {
+        let mut next = base.with(&accepted, &[]);
+        if let Err(error) = self.publish(&mut next, status).await {
             let blamed = held::blamed(&accepted, &error);
             for i in blamed.into_iter().rev() {
                 let e = accepted.remove(i);
@@ -228,17 +252,18 @@ impl XdsClient {
                     reason: error.clone(),
                 });
             }
-            if let Err(error) = self.publish(&base.with(&accepted, &[]), status).await {
+            next = base.with(&accepted, &[]);
+            if let Err(error) = self.publish(&mut next, status).await {
                 refused.extend(accepted.drain(..).map(|e| Refusal {
                     key: e.key,
                     version: e.version,
                     reason: error.clone(),
                 }));
                 // Nothing new applies; the removals do not either.
-                base = self.held.clone();
+                next = self.held.clone();
             }
         }
-        self.held = base.with(&accepted, &[]);
+        self.held = next;
         self.stat(|s| {
             for k in &delta.removed {
                 s.rejected.remove(&k.display());
@@ -269,14 +294,15 @@ impl XdsClient {
         }
     }
 
-    /// Publish `held`'s config and wait for the proxy to apply or reject it.
+    /// Publish `held`'s config and wait for the proxy to apply or reject it. `held` reads
+    /// its resources from the published config from then on (one copy, shared with the
+    /// runtime).
     async fn publish(
-        &self,
-        held: &Held,
+        &mut self,
+        held: &mut Held,
         status: &mut watch::Receiver<Status>,
     ) -> Result<(), String> {
-        let config = held.config();
-        let version = config.version.clone();
+        let version = held.version();
         let (applied_before, rejected_before, current) = {
             let s = status.borrow_and_update();
             (
@@ -286,9 +312,15 @@ impl XdsClient {
             )
         };
         if current.as_deref() == Some(version.as_str()) {
+            // Equal versions are equal holdings: read them from the config in force.
+            if let Some(config) = self.published.as_ref().filter(|c| c.version == version) {
+                held.adopt(config);
+            }
             return Ok(());
         }
-        self.publisher.publish(config);
+        let config = Arc::new(held.config());
+        held.adopt(&config);
+        self.publisher.publish_shared(config.clone());
         let outcome = tokio::time::timeout(
             APPLY_TIMEOUT,
             status.wait_for(|s| {
@@ -312,9 +344,47 @@ impl XdsClient {
             },
         };
         if result.is_ok() {
+            self.published = Some(config);
             self.stat(|s| s.config_version = version);
         }
         result
+    }
+}
+
+/// The parts of a push received so far (see `DeltaResponse.more` in discovery.proto).
+#[derive(Debug, Default)]
+struct Parts {
+    push: Option<DeltaResponse>,
+}
+
+impl Parts {
+    /// Adds `part`; the whole push once its last part is in.
+    fn add(&mut self, part: DeltaResponse) -> Result<Option<DeltaResponse>, String> {
+        let push = match self.push.take() {
+            None => part,
+            Some(mut push) if push.nonce == part.nonce => {
+                push.resources.extend(part.resources);
+                push.removed.extend(part.removed);
+                if !part.node.is_empty() {
+                    push.node = part.node;
+                }
+                push.config_version = part.config_version;
+                push.more = part.more;
+                push
+            }
+            Some(push) => {
+                return Err(format!(
+                    "push {} interrupted by push {} before its last part",
+                    push.nonce, part.nonce
+                ));
+            }
+        };
+        if push.more {
+            self.push = Some(push);
+            Ok(None)
+        } else {
+            Ok(Some(push))
+        }
     }
 }
 
@@ -344,6 +414,50 @@ mod tests {
         }
         b.reset();
         assert!(b.next_delay() <= Duration::from_millis(100));
+    }
+
+    fn part(nonce: &str, names: &[&str], more: bool) -> DeltaResponse {
+        DeltaResponse {
+            nonce: nonce.into(),
+            resources: names
+                .iter()
+                .map(|n| pb::Resource {
+                    key: Some(pb::ResourceKey::new(pb::ResourceType::Cluster, *n)),
+                    ..Default::default()
+                })
+                .collect(),
+            more,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn parts_make_one_push_after_the_last() {
+        let mut parts = Parts::default();
+        assert!(parts.add(part("1", &["a", "b"], true)).unwrap().is_none());
+        assert!(parts.add(part("1", &["c"], true)).unwrap().is_none());
+        let mut last = part("1", &["d"], false);
+        last.removed = vec![pb::ResourceKey::new(pb::ResourceType::Cluster, "old")];
+        last.config_version = "v2".into();
+        let push = parts.add(last).unwrap().expect("complete");
+        let names: Vec<&str> = push
+            .resources
+            .iter()
+            .map(|r| r.key.as_ref().unwrap().name.as_str())
+            .collect();
+        assert_eq!(names, ["a", "b", "c", "d"]);
+        assert_eq!(push.removed.len(), 1);
+        assert_eq!(push.config_version, "v2");
+        // A single-part push is complete at once.
+        assert!(parts.add(part("2", &["a"], false)).unwrap().is_some());
+    }
+
+    #[test]
+    fn a_push_interrupted_by_another_is_an_error() {
+        let mut parts = Parts::default();
+        assert!(parts.add(part("1", &["a"], true)).unwrap().is_none());
+        let err = parts.add(part("2", &["b"], false)).unwrap_err();
+        assert!(err.contains("interrupted"), "{err}");
     }
 
     #[tokio::test(start_paused = true)]

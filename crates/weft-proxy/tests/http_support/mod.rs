@@ -47,6 +47,8 @@ impl Proxy {
                     original_dst: addr,
                     local: addr,
                     sni: None,
+                    peer_identity: None,
+                    local_identity: None,
                 };
                 let (chain, rt, drain) = (chain.clone(), handle.clone(), drain_rx.clone());
                 tokio::spawn(async move {

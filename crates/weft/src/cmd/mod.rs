@@ -1,5 +1,6 @@
 pub mod analyze;
 pub mod control;
-pub mod control_proxy;
+pub mod down;
 pub mod proxy;
 pub mod status;
+pub mod up;

@@ -7,12 +7,16 @@
 //! a compile error keeps the running config unchanged. SIGTERM / Ctrl-C drain the proxy.
 //!
 //! `weft proxy --control ADDR --id NAME --token TOKEN` takes the config from a control plane
-//! (`weft control`) instead: see `weft_proxy::xds`; the proxy's identity, labels and address
-//! come from its registry entry held by the control plane unless `--label`,
-//! `--service-account` or `--address` announce others.
+//! (`weft control`) instead: that mode is `weft_proxy::cli`, the code the lean `weft-proxy`
+//! binary runs; this command only parses the flags and calls it.
+//!
+//! Mesh mTLS needs a workload certificate. With `--control`, the proxy asks the control
+//! plane's CA (`weft.v1.CertificateService`, same address and token unless `--ca-addr`)
+//! once its first config names the expected SPIFFE ID, and keeps it fresh; it is ready only
+//! with a certificate. With `--config-dir`, `--cert-dir DIR` loads Istio's file-mounted
+//! layout (`cert-chain.pem`, `key.pem`, `root-cert.pem`) and reloads it when it changes;
+//! without it mesh mTLS is off (auto-mTLS sends plaintext, ISTIO_MUTUAL is refused).
 
-use std::io::IsTerminal;
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -21,14 +25,12 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use notify::{EventKind, RecursiveMode, Watcher};
 use tokio::sync::mpsc;
-use tracing::{info, warn};
-use tracing_subscriber::layer::SubscriberExt;
-use tracing_subscriber::util::SubscriberInitExt;
-use tracing_subscriber::{EnvFilter, Registry, reload};
+use tracing::info;
 use weft_config::diag::codes;
 use weft_config::{Bundle, Diagnostic, Severity};
 use weft_proxy::admin::LogControl;
 use weft_proxy::app::{self, ProxyOptions, Running};
+use weft_proxy::cli::{self, ControlArgs, ProcessArgs};
 use weft_proxy::source::{ChannelSource, ConfigPublisher};
 
 /// Changes closer together than this are compiled once (editors write files in steps).
@@ -57,82 +59,43 @@ pub struct Args {
     #[arg(skip)]
     registry: PathBuf,
     /// Take config from a control plane (`weft control`) at this address instead of a
-    /// directory: `127.0.0.1:15010` or `http://host:port`.
+    /// directory: `127.0.0.1:15010` or `http://host:port`. The lean `weft-proxy` binary
+    /// runs this mode with the same flags.
     #[arg(long, conflicts_with_all = ["config_dir_arg", "registry_arg"])]
     control: Option<String>,
     #[command(flatten)]
-    control_args: super::control_proxy::ControlArgs,
-    /// The proxy to run: its workload instance as `name.namespace` (e.g. `cart-0.shop`).
-    #[arg(long)]
-    id: String,
-    /// Admin endpoint (/ready, /config_dump, /quitquitquit, ...).
-    #[arg(long, default_value = "127.0.0.1:15000")]
-    admin: SocketAddr,
-    /// How long a drain (SIGTERM, /quitquitquit) waits for open connections: 5s, 500ms, 1m.
-    #[arg(long, default_value = "5s", value_parser = parse_duration)]
-    drain_grace: Duration,
-}
-
-fn parse_duration(s: &str) -> Result<Duration, String> {
-    let split = s
-        .find(|c: char| !c.is_ascii_digit())
-        .ok_or_else(|| format!("`{s}` has no unit; write e.g. 5s or 500ms"))?;
-    let (n, unit) = s.split_at(split);
-    let n: u64 = n.parse().map_err(|_| format!("`{s}` is not a duration"))?;
-    match unit {
-        "ms" => Ok(Duration::from_millis(n)),
-        "s" => Ok(Duration::from_secs(n)),
-        "m" => Ok(Duration::from_secs(n * 60)),
-        _ => Err(format!("unknown unit `{unit}` in `{s}`; use ms, s or m")),
-    }
+    control_args: ControlArgs,
+    /// Mesh mTLS without a control plane: a directory in Istio's file-mounted layout,
+    /// `cert-chain.pem` (leaf first), `key.pem` (PKCS#8) and `root-cert.pem`, reloaded
+    /// when the files change. Without it (and without --control) mesh mTLS is off.
+    #[arg(long, value_name = "DIR", conflicts_with = "control")]
+    cert_dir: Option<PathBuf>,
+    #[command(flatten)]
+    process: ProcessArgs,
 }
 
 /// Exit codes: 0 after a drain, 1 when the proxy cannot start.
-pub fn run(args: Args) -> ExitCode {
-    let log_control = init_tracing();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
-            return ExitCode::from(1);
-        }
-    };
-    match runtime.block_on(serve(args, log_control)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            ExitCode::from(1)
-        }
+pub fn run(mut args: Args) -> ExitCode {
+    let log_control = cli::init_tracing();
+    match args.control.take() {
+        Some(control) => cli::run_to_exit(cli::serve_control(
+            control,
+            args.control_args,
+            args.process,
+            log_control,
+        )),
+        None => cli::run_to_exit(async move {
+            serve_dir(args, log_control)
+                .await
+                .map_err(|e| format!("{e:#}"))
+        }),
     }
 }
 
-async fn serve(mut args: Args, log_control: Arc<dyn LogControl>) -> anyhow::Result<()> {
+/// `--config-dir` mode: compile locally, recompile on change.
+async fn serve_dir(mut args: Args, log_control: Arc<dyn LogControl>) -> anyhow::Result<()> {
     args.config_dir = args.config_dir_arg.clone().unwrap_or_default();
     args.registry = args.registry_arg.clone().unwrap_or_default();
-    if let Some(control) = &args.control {
-        let options = ProxyOptions {
-            admin: args.admin,
-            drain_grace: args.drain_grace,
-            log_control: Some(log_control),
-        };
-        let xds = args.control_args.xds_options(control, &args.id)?;
-        let (client, source) = weft_proxy::xds::XdsClient::new(xds);
-        let running = app::build(options, source).await?;
-        info!(admin = %running.admin_addr(), id = %args.id, %control, "weft proxy started");
-        tokio::spawn(client.run(running.status()));
-        let terminate = terminate_signal();
-        tokio::select! {
-            () = terminate => {
-                info!(grace = ?running.drain_grace(), "signal received; draining");
-                running.drain(running.drain_grace()).await;
-            }
-            () = running.wait() => {}
-        }
-        return Ok(());
-    }
     if !args.config_dir.is_dir() {
         bail!(
             "--config-dir {}: not a directory",
@@ -141,29 +104,38 @@ async fn serve(mut args: Args, log_control: Arc<dyn LogControl>) -> anyhow::Resu
     }
     let args = Arc::new(args);
     let (source, publisher) = ChannelSource::new();
+    // Kept for as long as the proxy runs: it owns the reload loop.
+    let cert_dir = match &args.cert_dir {
+        Some(dir) => Some(
+            weft_proxy::identity::watch_cert_dir(dir.clone())
+                .with_context(|| format!("--cert-dir {}", dir.display()))?,
+        ),
+        None => None,
+    };
     let options = ProxyOptions {
-        admin: args.admin,
-        drain_grace: args.drain_grace,
+        admin: args.process.admin,
+        drain_grace: args.process.drain_grace,
         log_control: Some(log_control),
+        identity: cert_dir.as_ref().map(|h| h.source()),
     };
     let running = app::build(options, source).await?;
-    info!(admin = %running.admin_addr(), id = %args.id, "weft proxy started");
+    info!(admin = %running.admin_addr(), id = %args.process.id, "weft proxy started");
     let (events_tx, events) = mpsc::unbounded_channel();
     let _watcher = watch(&args, events_tx)?;
     reload(&args, &publisher, true).await;
-    run_until_stopped(&args, &running, &publisher, events).await;
+    recompile_until_stopped(&args, &running, &publisher, events).await;
     Ok(())
 }
 
 /// Recompile on file changes until a signal or `/quitquitquit` stops the proxy.
-async fn run_until_stopped(
+async fn recompile_until_stopped(
     args: &Arc<Args>,
     running: &Running,
     publisher: &ConfigPublisher,
     mut events: mpsc::UnboundedReceiver<()>,
 ) {
-    let terminate = terminate_signal();
-    tokio::pin!(terminate);
+    let stopped = cli::run_until_stopped(running);
+    tokio::pin!(stopped);
     loop {
         tokio::select! {
             Some(()) = events.recv() => {
@@ -171,36 +143,8 @@ async fn run_until_stopped(
                 while let Ok(Some(())) = tokio::time::timeout(DEBOUNCE, events.recv()).await {}
                 reload(args, publisher, false).await;
             }
-            () = &mut terminate => {
-                info!(grace = ?running.drain_grace(), "signal received; draining");
-                running.drain(running.drain_grace()).await;
-                return;
-            }
-            () = running.wait() => return,
+            () = &mut stopped => return,
         }
-    }
-}
-
-async fn terminate_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = term.recv() => {}
-                    _ = tokio::signal::ctrl_c() => {}
-                }
-            }
-            Err(e) => {
-                warn!(error = %e, "cannot listen for SIGTERM; only Ctrl-C drains");
-                let _ = tokio::signal::ctrl_c().await;
-            }
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
     }
 }
 
@@ -313,8 +257,8 @@ fn compile(args: &Args, startup: bool) -> Result<weft_api::ProxyConfig, String> 
         format!("error: registry {} does not load", args.registry.display())
     })?;
     let snapshot = weft_compile::Snapshot::new(&objects);
-    weft_compile::compile(&snapshot, &registry, &args.id)
-        .map_err(|e| format!("error: compiling proxy {}: {e}", args.id))
+    weft_compile::compile(&snapshot, &registry, &args.process.id)
+        .map_err(|e| format!("error: compiling proxy {}: {e}", args.process.id))
 }
 
 /// One line per problem, as `weft analyze` names them (code, object, message, position),
@@ -325,52 +269,5 @@ fn print_diagnostics(diags: &[Diagnostic]) {
             Some(h) => eprintln!("{d} (help: {h})"),
             None => eprintln!("{d}"),
         }
-    }
-}
-
-/// Logs to stderr, filtered by `RUST_LOG` (default `info`), changeable at runtime through
-/// the admin `/logging` endpoint.
-fn init_tracing() -> Arc<dyn LogControl> {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let (filter, handle) = reload::Layer::new(filter);
-    let _ = tracing_subscriber::registry()
-        .with(filter)
-        .with(
-            tracing_subscriber::fmt::layer()
-                .with_writer(std::io::stderr)
-                .with_ansi(std::io::stderr().is_terminal()),
-        )
-        .try_init();
-    Arc::new(ReloadableFilter { handle })
-}
-
-struct ReloadableFilter {
-    handle: reload::Handle<EnvFilter, Registry>,
-}
-
-impl LogControl for ReloadableFilter {
-    fn current(&self) -> String {
-        self.handle
-            .with_current(|f| f.to_string())
-            .unwrap_or_else(|e| format!("unknown ({e})"))
-    }
-
-    fn set(&self, filter: &str) -> Result<(), String> {
-        let new = EnvFilter::try_new(filter).map_err(|e| e.to_string())?;
-        self.handle.reload(new).map_err(|e| e.to_string())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn durations() {
-        assert_eq!(parse_duration("5s"), Ok(Duration::from_secs(5)));
-        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
-        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
-        assert!(parse_duration("5").unwrap_err().contains("no unit"));
-        assert!(parse_duration("5h").unwrap_err().contains("unknown unit"));
     }
 }

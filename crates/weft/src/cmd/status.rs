@@ -9,7 +9,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use serde_json::Value;
 use weft_api::ProxyConfig;
-use weft_control::debug::StatusReport;
+use weft_control::debug::{SecretReport, StatusReport};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Output {
@@ -45,6 +45,8 @@ pub enum Section {
     Routes,
     Clusters,
     Endpoints,
+    /// The workload certificate the CA issued to the proxy and its trust bundle.
+    Secret,
 }
 
 #[derive(clap::Args)]
@@ -68,6 +70,7 @@ fn finish(r: anyhow::Result<()>) -> ExitCode {
 
 /// GET `path` from the debug API; the body of a 200, an error with the body otherwise.
 fn get(addr: &str, path: &str) -> anyhow::Result<String> {
+    let addr = &crate::up::resolve_debug_addr(addr);
     let mut stream = TcpStream::connect(addr).with_context(|| {
         format!("cannot reach the control plane's debug API at {addr} (is `weft control` running? pass --control-debug)")
     })?;
@@ -239,14 +242,77 @@ pub fn proxy_status(args: ProxyStatusArgs) -> ExitCode {
     })())
 }
 
+/// `weft proxy-config <id> secret`: as `istioctl proxy-config secret`, one row for the
+/// workload certificate (`default`) and one per trusted root (`ROOTCA`).
+fn secret(args: &ProxyConfigArgs) -> anyhow::Result<()> {
+    let path = format!("/debug/proxy/{}/secret", args.proxy);
+    let body = get(&args.common.control_debug, &path)?;
+    if args.common.output == Output::Json {
+        println!("{}", body.trim_end());
+        return Ok(());
+    }
+    let report: SecretReport = serde_json::from_str(&body).context("unexpected secret report")?;
+    let mut rows = Vec::new();
+    match &report.certificate {
+        Some(c) => rows.push(vec![
+            "default".to_string(),
+            "Cert Chain".to_string(),
+            c.name.clone(),
+            c.serial.clone(),
+            c.not_before.clone(),
+            c.not_after.clone(),
+            c.issuer.clone(),
+            c.sha256.clone(),
+        ]),
+        None => {
+            let who = report.identity.as_deref().unwrap_or("the shared token");
+            println!(
+                "no certificate issued yet to proxy {} ({who})",
+                report.proxy
+            );
+        }
+    }
+    for r in &report.trust_bundle {
+        rows.push(vec![
+            "ROOTCA".to_string(),
+            "CA".to_string(),
+            r.name.clone(),
+            r.serial.clone(),
+            r.not_before.clone(),
+            r.not_after.clone(),
+            r.issuer.clone(),
+            r.sha256.clone(),
+        ]);
+    }
+    table(
+        &[
+            "RESOURCE NAME",
+            "TYPE",
+            "IDENTITY / SUBJECT",
+            "SERIAL NUMBER",
+            "NOT BEFORE",
+            "NOT AFTER",
+            "ISSUER",
+            "SHA-256",
+        ],
+        rows,
+    );
+    Ok(())
+}
+
 pub fn proxy_config(args: ProxyConfigArgs) -> ExitCode {
     finish((|| {
+        if args.section == Section::Secret {
+            return secret(&args);
+        }
         let path = format!("/debug/proxy/{}/config", args.proxy);
         let body = get(&args.common.control_debug, &path)?;
         let cfg: ProxyConfig = serde_json::from_str(&body).context("unexpected proxy config")?;
         let json = args.common.output == Output::Json;
         let print = |v: Value| println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
         match args.section {
+            // Read from its own endpoint above.
+            Section::Secret => {}
             Section::Listeners if json => print(serde_json::to_value(&cfg.listeners)?),
             Section::Routes if json => print(serde_json::to_value(&cfg.route_tables)?),
             Section::Clusters if json => print(serde_json::to_value(&cfg.clusters)?),
