@@ -70,16 +70,25 @@ async fn control(listen: SocketAddr, registry: Registry) -> (ControlPlane, Memor
         registry,
         ..Options::default()
     };
-    let deadline = tokio::time::Instant::now() + DEADLINE;
     // The previous control plane on this port may still be releasing it.
-    loop {
+    let started = Mutex::new(None);
+    let last_error = Mutex::new(String::new());
+    let ok = weft_testkit::wait::until(DEADLINE, || async {
         let (source, handle) = MemorySource::new();
         match ControlPlane::start(options.clone(), Box::new(source)).await {
-            Ok(cp) => return (cp, handle),
-            Err(e) => assert!(tokio::time::Instant::now() < deadline, "{e}"),
+            Ok(cp) => {
+                *started.lock().unwrap() = Some((cp, handle));
+                true
+            }
+            Err(e) => {
+                *last_error.lock().unwrap() = e.to_string();
+                false
+            }
         }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    })
+    .await;
+    assert!(ok, "{}", last_error.lock().unwrap());
+    started.into_inner().unwrap().expect("started")
 }
 
 async fn proxy(control: SocketAddr) -> (Running, Arc<Mutex<XdsStats>>) {

@@ -29,6 +29,20 @@ where
     }
 }
 
+/// [`until`] for synchronous code (e.g. a `Drop` that must wait for a child process).
+pub fn until_blocking(timeout: Duration, mut check: impl FnMut() -> bool) -> bool {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        if check() {
+            return true;
+        }
+        if std::time::Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(POLL);
+    }
+}
+
 /// Poll `check` until it returns true; panic naming `what` after `timeout`.
 pub async fn eventually<F, Fut>(what: &str, timeout: Duration, check: F)
 where
@@ -57,5 +71,16 @@ mod tests {
         );
         assert_eq!(n.load(Ordering::SeqCst), 4);
         assert!(!until(Duration::from_millis(100), || async { false }).await);
+    }
+
+    #[test]
+    fn blocking_polls_until_true_or_deadline() {
+        let mut n = 0;
+        assert!(until_blocking(Duration::from_secs(5), || {
+            n += 1;
+            n >= 3
+        }));
+        assert_eq!(n, 3);
+        assert!(!until_blocking(Duration::from_millis(30), || false));
     }
 }

@@ -213,17 +213,13 @@ async fn proxy_runs_compiled_config_and_follows_file_changes() {
     let pid = child.0.id().to_string();
     let killed = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
     assert!(killed.success());
-    let deadline = std::time::Instant::now() + DEADLINE;
-    let status = loop {
-        if let Some(status) = child.0.try_wait().unwrap() {
-            break status;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "proxy did not exit after SIGTERM"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let exited = weft_testkit::wait::until(DEADLINE, || {
+        let done = child.0.try_wait().unwrap().is_some();
+        async move { done }
+    })
+    .await;
+    assert!(exited, "proxy did not exit after SIGTERM");
+    let status = child.0.try_wait().unwrap().expect("exited");
     assert!(
         status.success(),
         "exit {status}; stderr:\n{}",

@@ -479,18 +479,12 @@ mod tests {
         let stats = client.stats();
         let (_tx, status) = watch::channel(Status::default());
         let task = tokio::spawn(client.run(status));
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(3600);
-        loop {
-            let attempts = stats.lock().unwrap().attempts;
-            if attempts >= 6 {
-                break;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "only {attempts} attempts"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        weft_testkit::wait::eventually(
+            "six connect attempts",
+            Duration::from_secs(3600),
+            || async { stats.lock().unwrap().attempts >= 6 },
+        )
+        .await;
         task.abort();
         let s = stats.lock().unwrap().clone();
         assert!(!s.connected);

@@ -446,13 +446,10 @@ mod tests {
         assert_eq!(restarts, vec![1, 2, 4, 1, 2]);
         // The sixth launch happens 2 s after the fifth crash.
         let expected_gap = Duration::from_millis(100) + Duration::from_secs(2);
-        tokio::time::timeout(Duration::from_secs(60), async {
-            while launches.lock().unwrap().len() < 6 {
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
+        weft_testkit::wait::eventually("the sixth launch", Duration::from_secs(60), || async {
+            launches.lock().unwrap().len() >= 6
         })
-        .await
-        .expect("restarted");
+        .await;
         let l = launches.lock().unwrap().clone();
         assert_eq!(l[5] - l[4], expected_gap);
         assert_eq!(p.pid(), Some(4242));

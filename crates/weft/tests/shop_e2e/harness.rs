@@ -96,11 +96,9 @@ impl Drop for UpChild {
             if let Ok(pid) = i32::try_from(self.child.id()) {
                 let _ = kill(Pid::from_raw(pid), Signal::SIGTERM);
             }
-            let deadline = std::time::Instant::now() + Duration::from_secs(20);
-            while matches!(self.child.try_wait(), Ok(None)) && std::time::Instant::now() < deadline
-            {
-                std::thread::sleep(Duration::from_millis(50));
-            }
+            weft_testkit::wait::until_blocking(Duration::from_secs(20), || {
+                !matches!(self.child.try_wait(), Ok(None))
+            });
             let _ = self.child.kill();
             // Each process `weft up` starts leads its own process group.
             for pid in started.iter().flat_map(process_pids) {
