@@ -38,6 +38,13 @@ pub use registry::{Protocol, Service, ServiceIndex};
 pub use routes::{HostPort, HostRoutes, HttpRoutes, TcpTarget};
 pub use version::{version_from_encoded, version_of};
 
+/// The scoping rules a control plane needs to tell which proxies a change may affect, so
+/// that it asks the compiler instead of restating Istio's rules.
+pub mod deps {
+    pub use crate::registry::{CLUSTER_DOMAIN, hosts_overlap, resolve_host};
+    pub use crate::scope::{exported_to, sidecar_may_import};
+}
+
 use weft_api::{
     Cluster, ConnectionLimits, Discovery, LbPolicy, Node, NodeKind, ProxyConfig, RouteAction,
     UpstreamProtocol, UpstreamTls,

@@ -155,6 +155,24 @@ pub fn host_matches(pattern: &str, host: &str) -> bool {
     }
 }
 
+/// Whether two host patterns (exact, `*.suffix` or `*`) can name a common host: the
+/// over-approximation a control plane needs to tell which proxies a rule may touch.
+pub fn hosts_overlap(a: &str, b: &str) -> bool {
+    if a == "*" || b == "*" || a.eq_ignore_ascii_case(b) {
+        return true;
+    }
+    let ends_with = |s: &str, suffix: &str| {
+        s.len() >= suffix.len()
+            && s.as_bytes()[s.len() - suffix.len()..].eq_ignore_ascii_case(suffix.as_bytes())
+    };
+    match (a.strip_prefix('*'), b.strip_prefix('*')) {
+        (Some(sa), Some(sb)) => ends_with(sa, sb) || ends_with(sb, sa),
+        (Some(sa), None) => ends_with(b, sa),
+        (None, Some(sb)) => ends_with(a, sb),
+        (None, None) => false,
+    }
+}
+
 /// Resolve a host as written in a rule of namespace `ns`: a short name (`reviews`) means a
 /// Service of the rule's namespace; names with dots and wildcards are kept.
 pub fn resolve_host(host: &str, ns: &str) -> String {

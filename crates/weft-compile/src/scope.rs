@@ -132,6 +132,25 @@ impl SidecarScope {
     }
 }
 
+/// Whether Sidecar `s`, applying to a proxy of `proxy_ns`, may import config for the host
+/// pattern `host` declared in `host_ns`: the egress hosts as [`SidecarScope::imports`]
+/// reads them, but with patterns that merely overlap and without exclusions, so it errs
+/// on importing (the control plane recompiles a proxy when unsure).
+pub fn sidecar_may_import(s: &Sidecar, proxy_ns: &str, host_ns: &str, host: &str) -> bool {
+    if s.egress.is_empty() {
+        return true;
+    }
+    s.egress
+        .iter()
+        .flat_map(|e| e.hosts.iter())
+        .filter_map(|h| parse_egress_host(h, proxy_ns))
+        .any(|e| {
+            !e.exclude
+                && (e.namespace == "*" || e.namespace == host_ns)
+                && crate::registry::hosts_overlap(&e.host, host)
+        })
+}
+
 /// `ns/host` with `.` meaning the proxy's namespace and `~` no namespace; `~ns/host` is an
 /// exclusion. A host without a namespace part is invalid and ignored.
 fn parse_egress_host(h: &str, proxy_ns: &str) -> Option<EgressHost> {

@@ -18,14 +18,14 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use weft_compile::deps::{
+    CLUSTER_DOMAIN, exported_to, hosts_overlap, resolve_host, sidecar_may_import,
+};
 use weft_compile::{ProxySettings, Service, ServiceIndex, WorkloadInstance};
 use weft_config::kinds::istio::Sidecar;
 use weft_config::{Body, Object};
 
 use crate::state::ObjectKey;
-
-/// The DNS suffix of Kubernetes Service hosts.
-const CLUSTER_DOMAIN: &str = "svc.cluster.local";
 
 /// Changes accumulated since the last compile round.
 #[derive(Debug, Default)]
@@ -168,11 +168,11 @@ fn rule_for(o: &Object, root_namespace: &str) -> Rule {
         Body::VirtualService(vs) if vs.is_delegate() => Rule::All,
         Body::VirtualService(vs) if !vs.applies_to_mesh() => Rule::GatewaysOnly,
         Body::VirtualService(vs) => Rule::Hosts {
-            hosts: vs.hosts.iter().map(|h| resolve(h, ns)).collect(),
+            hosts: vs.hosts.iter().map(|h| resolve_host(h, ns)).collect(),
             namespace: None,
         },
         Body::DestinationRule(dr) => Rule::Hosts {
-            hosts: vec![resolve(&dr.host, ns)],
+            hosts: vec![resolve_host(&dr.host, ns)],
             namespace: None,
         },
         Body::Service(_) => Rule::Hosts {
@@ -188,33 +188,6 @@ fn rule_for(o: &Object, root_namespace: &str) -> Rule {
         Body::Sidecar(_) => Rule::Namespace(ns.to_string()),
         _ => Rule::All,
     }
-}
-
-/// A short host (`reviews`) is a Service of the rule's namespace.
-fn resolve(host: &str, ns: &str) -> String {
-    if host.contains('.') || host.contains('*') {
-        host.to_string()
-    } else {
-        format!("{host}.{ns}.{CLUSTER_DOMAIN}")
-    }
-}
-
-/// Whether two host patterns (exact, `*.suffix` or `*`) can name a common host.
-fn hosts_overlap(a: &str, b: &str) -> bool {
-    if a == "*" || b == "*" || a.eq_ignore_ascii_case(b) {
-        return true;
-    }
-    match (a.strip_prefix('*'), b.strip_prefix('*')) {
-        (Some(sa), Some(sb)) => ends_with(sa, sb) || ends_with(sb, sa),
-        (Some(sa), None) => ends_with(b, sa),
-        (None, Some(sb)) => ends_with(a, sb),
-        (None, None) => false,
-    }
-}
-
-fn ends_with(s: &str, suffix: &str) -> bool {
-    s.len() >= suffix.len()
-        && s.as_bytes()[s.len() - suffix.len()..].eq_ignore_ascii_case(suffix.as_bytes())
 }
 
 /// Services that differ between two indexes, as (old, new).
@@ -313,34 +286,8 @@ impl<'a> Scopes<'a> {
         }
         candidates
             .iter()
-            .any(|s| sidecar_imports(s, ns, host_ns, host))
+            .any(|s| sidecar_may_import(s, ns, host_ns, host))
     }
-}
-
-/// Exclusions (`~ns/host`) are ignored: importing more is the safe side.
-fn sidecar_imports(s: &Sidecar, ns: &str, host_ns: &str, host: &str) -> bool {
-    if s.egress.is_empty() {
-        return true;
-    }
-    s.egress.iter().flat_map(|e| e.hosts.iter()).any(|h| {
-        if h.starts_with('~') && !h.starts_with("~/") {
-            return false;
-        }
-        let Some((egress_ns, pattern)) = h.split_once('/') else {
-            return false;
-        };
-        let egress_ns = if egress_ns == "." { ns } else { egress_ns };
-        (egress_ns == "*" || egress_ns == host_ns) && hosts_overlap(pattern, host)
-    })
-}
-
-fn exported_to(export_to: &[String], obj_ns: &str, client_ns: &str) -> bool {
-    export_to.iter().any(|e| match e.as_str() {
-        "*" => true,
-        "." => obj_ns == client_ns,
-        "~" => false,
-        ns => ns == client_ns,
-    })
 }
 
 #[cfg(test)]
