@@ -8,14 +8,25 @@
 //! 2,000 proxies. Yielding after every message bounds the buffer by the largest single
 //! message, which the control plane keeps near its part size (see `DeltaResponse.more`).
 //! The connection's HTTP/2 layer batches frames into socket writes anyway.
+//!
+//! The buffer a stream starts with is also the size a new one is allocated at whenever the
+//! previous one is still held by HTTP/2, and one that is free again is reused in place: so
+//! a stream whose messages fit [`ENCODE_BUFFER_BYTES`] keeps a buffer of that size, where
+//! larger messages left it doubled (to 64 KiB for ~30 KiB parts). Received messages on the
+//! control plane's side are ACKs (a nonce and any rejections), so decoding starts small.
 
 use std::marker::PhantomData;
 
 use tonic::codec::{BufferSettings, Codec};
 use tonic_prost::{ProstCodec, ProstDecoder, ProstEncoder};
 
-/// The buffer a stream starts with, and the step decoding grows it by.
-const BUFFER_BYTES: usize = 8 * 1024;
+/// The buffer an encoding stream starts with: a part of a push (see the control plane's
+/// part size, kept below this) fits it with its framing.
+const ENCODE_BUFFER_BYTES: usize = 8 * 1024;
+
+/// The buffer a decoding stream starts with, and the step decompression grows it by;
+/// it grows to the largest message received.
+const DECODE_BUFFER_BYTES: usize = 1024;
 
 /// Hand each encoded message to HTTP/2 on its own.
 const YIELD_AFTER_BYTES: usize = 1;
@@ -34,8 +45,8 @@ impl<T, U> Default for BoundedCodec<T, U> {
     }
 }
 
-fn settings() -> BufferSettings {
-    BufferSettings::new(BUFFER_BYTES, YIELD_AFTER_BYTES)
+fn settings(buffer: usize) -> BufferSettings {
+    BufferSettings::new(buffer, YIELD_AFTER_BYTES)
 }
 
 impl<T, U> Codec for BoundedCodec<T, U>
@@ -49,10 +60,10 @@ where
     type Decoder = ProstDecoder<U>;
 
     fn encoder(&mut self) -> Self::Encoder {
-        ProstCodec::<T, U>::raw_encoder(settings())
+        ProstCodec::<T, U>::raw_encoder(settings(ENCODE_BUFFER_BYTES))
     }
 
     fn decoder(&mut self) -> Self::Decoder {
-        ProstCodec::<T, U>::raw_decoder(settings())
+        ProstCodec::<T, U>::raw_decoder(settings(DECODE_BUFFER_BYTES))
     }
 }

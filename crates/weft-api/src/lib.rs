@@ -13,12 +13,15 @@ mod codec;
 mod duration;
 mod listener;
 mod route;
+mod telemetry;
 
+pub mod otlp;
 pub mod pb;
 
 pub use cluster::*;
 pub use listener::*;
 pub use route::*;
+pub use telemetry::*;
 
 use std::collections::BTreeMap;
 
@@ -59,6 +62,14 @@ pub struct Node {
     pub service_account: String,
     pub trust_domain: String,
     pub kind: NodeKind,
+    /// The cluster the workload runs in (`source_cluster`/`destination_cluster`; Istio's
+    /// default is `Kubernetes`).
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub cluster_id: String,
+    /// Metrics, access logs and tracing for this proxy (left out of dumps when it is
+    /// Istio's default).
+    #[serde(skip_serializing_if = "TelemetryConfig::is_default")]
+    pub telemetry: TelemetryConfig,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]

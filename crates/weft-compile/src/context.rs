@@ -74,6 +74,27 @@ impl<'a> Ctx<'a> {
         }
     }
 
+    /// The view for a sidecar's own part (inbound, tunnel): the services it sees are the
+    /// outbound part's business ([`crate::parts`]), so they are not looked up.
+    pub fn for_own_part(
+        snapshot: &'a Snapshot<'a>,
+        index: &'a ServiceIndex,
+        instance: &'a WorkloadInstance,
+    ) -> Ctx<'a> {
+        let mesh = &snapshot.mesh;
+        Ctx {
+            objects: snapshot.objects,
+            aged: &snapshot.aged,
+            mesh,
+            instance,
+            services: Vec::new(),
+            scope: SidecarScope::for_instance(&snapshot.aged, mesh, instance),
+            rules: &snapshot.rules,
+            peers: &snapshot.peers,
+            index,
+        }
+    }
+
     pub fn namespace(&self) -> &str {
         &self.instance.namespace
     }

@@ -52,6 +52,24 @@ pub fn inbound_ports(ctx: &Ctx) -> Vec<(u16, Protocol)> {
     out
 }
 
+/// The service whose target port `port` of this instance is (the first by host), as
+/// Istio's inbound cluster metadata names it: telemetry's `destination_service` on the
+/// server side.
+fn service_of_port(ctx: &Ctx, port: u16) -> Option<String> {
+    let i = ctx.instance;
+    let address = i.address.to_string();
+    ctx.index
+        .services
+        .iter()
+        .filter(|s| s.namespace == i.namespace)
+        .find(|svc| {
+            svc.endpoints.iter().any(|e| {
+                e.host == address && e.labels == i.labels && e.ports.iter().any(|(_, t)| *t == port)
+            })
+        })
+        .map(|svc| svc.fqdn.clone())
+}
+
 /// `inbound|<port>||`.
 pub fn cluster_name(port: u16) -> String {
     format!("inbound|{port}||")
@@ -71,7 +89,7 @@ pub fn chain(
     let cluster = cluster_name(port);
     cfg.clusters.push(Cluster {
         name: cluster.clone(),
-        service: None,
+        service: service_of_port(ctx, port),
         policy_origin: None,
         discovery: Discovery::Static,
         endpoints: vec![Endpoint {

@@ -43,7 +43,7 @@ pub struct Registry {
     pub instances: Vec<WorkloadInstance>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct WorkloadInstance {
     /// Unique within the namespace (`cart-0`).
@@ -78,7 +78,7 @@ impl WorkloadInstance {
 }
 
 /// How an instance's proxy captures traffic and where it binds.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Deserialize)]
 #[serde(tag = "capture", rename_all = "camelCase", deny_unknown_fields)]
 pub enum ProxySettings {
     /// iptables REDIRECT into two ports, as on Kubernetes (Istio's 15001 / 15006).
@@ -135,14 +135,14 @@ fn default_outbound() -> SocketAddr {
     SocketAddr::from(([0, 0, 0, 0], 15001))
 }
 
-fn default_inbound() -> SocketAddr {
+pub(crate) fn default_inbound() -> SocketAddr {
     SocketAddr::from(([0, 0, 0, 0], 15006))
 }
 
 /// Istio's HBONE port.
 pub const DEFAULT_TUNNEL_PORT: u16 = 15008;
 
-fn default_tunnel() -> SocketAddr {
+pub(crate) fn default_tunnel() -> SocketAddr {
     SocketAddr::from(([0, 0, 0, 0], DEFAULT_TUNNEL_PORT))
 }
 
@@ -172,7 +172,7 @@ impl WorkloadInstance {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct TcpUpstream {
     /// Service host as written in config (`db` or `db.shop.svc.cluster.local`).
@@ -181,7 +181,7 @@ pub struct TcpUpstream {
     pub bind: SocketAddr,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct InboundPort {
     /// The port clients address (the Service's targetPort on this instance).

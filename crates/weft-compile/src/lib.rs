@@ -21,12 +21,14 @@ mod input;
 mod linkerd;
 mod listeners;
 mod order;
+mod parts;
 mod peer_auth;
 mod ratelimit;
 mod registry;
 mod retry;
 mod routes;
 mod scope;
+mod telemetry;
 mod tunnel;
 mod version;
 
@@ -34,9 +36,10 @@ pub use gateway_api::gateway::GATEWAY_NAME_LABEL;
 pub use input::{
     DEFAULT_TUNNEL_PORT, InboundPort, ProxySettings, Registry, TcpUpstream, WorkloadInstance,
 };
+pub use parts::{OutboundKey, compile_outbound, merge_by_name};
 pub use registry::{Protocol, Service, ServiceIndex};
 pub use routes::{HostPort, HostRoutes, HttpRoutes, TcpTarget};
-pub use version::{version_from_encoded, version_of};
+pub use version::{List, VersionTrail, version_from_encoded, version_of, version_with_trail};
 
 /// The scoping rules a control plane needs to tell which proxies a change may affect, so
 /// that it asks the compiler instead of restating Istio's rules.
@@ -62,6 +65,11 @@ pub struct Snapshot<'a> {
     aged: Vec<&'a Object>,
     rules: destination::RuleIndex<'a>,
     peers: peer_auth::PeerPolicies<'a>,
+    /// The label keys selectors of sidecars read ([`OutboundKey`]).
+    selector_keys: std::collections::BTreeSet<String>,
+    /// The control plane's own trace collector (for the local dashboard), used when
+    /// tracing is on but no provider is configured anywhere.
+    pub builtin_trace_collector: Option<weft_api::TraceProvider>,
 }
 
 impl<'a> Snapshot<'a> {
@@ -78,7 +86,29 @@ impl<'a> Snapshot<'a> {
             aged,
             rules,
             peers,
+            selector_keys: parts::proxy_selector_keys(objects),
+            builtin_trace_collector: None,
         }
+    }
+
+    /// Sets [`Snapshot::builtin_trace_collector`].
+    pub fn with_builtin_trace_collector(
+        mut self,
+        collector: Option<weft_api::TraceProvider>,
+    ) -> Snapshot<'a> {
+        self.builtin_trace_collector = collector;
+        self
+    }
+
+    /// The service index of these objects and `registry` (as [`ServiceIndex::build`] with
+    /// the mesh config's export default and trust domain), reusing the snapshot's order.
+    pub fn service_index(&self, registry: &Registry) -> ServiceIndex {
+        ServiceIndex::build_aged(
+            &self.aged,
+            registry,
+            &self.mesh.default_service_export_to(),
+            self.mesh.trust_domain(),
+        )
     }
 }
 
@@ -138,7 +168,26 @@ pub fn compile_with_index(
 /// [`compile_with_index`] leaving `version` empty, for a caller that encodes every resource
 /// anyway and derives the version from the encodings ([`version_from_encoded`]) rather
 /// than serialising the whole config a second time.
+///
+/// A sidecar's config is its own part ([`compile_own`]) with its outbound part
+/// ([`compile_outbound`] for its [`Snapshot::outbound_key`]) laid over it; a control plane
+/// compiles the outbound part once per key.
 pub fn compile_unversioned(
+    snapshot: &Snapshot<'_>,
+    index: &ServiceIndex,
+    instance: &WorkloadInstance,
+) -> Result<ProxyConfig, CompileError> {
+    let mut cfg = compile_own(snapshot, index, instance)?;
+    if let Some(key) = snapshot.outbound_key(instance) {
+        parts::merge(&mut cfg, compile_outbound(snapshot, index, &key));
+    }
+    Ok(cfg)
+}
+
+/// A proxy's own part, unversioned: its node, inbound listeners, clusters and route
+/// tables and its mesh tunnel, sorted by name. A gateway has no outbound part
+/// ([`Snapshot::outbound_key`] is None): this is its whole config.
+pub fn compile_own(
     snapshot: &Snapshot<'_>,
     index: &ServiceIndex,
     instance: &WorkloadInstance,
@@ -152,7 +201,11 @@ pub fn compile_unversioned(
     };
     let mesh = &snapshot.mesh;
     let is_gateway = matches!(proxy, ProxySettings::Gateway { .. });
-    let ctx = context::Ctx::new(snapshot, index, instance, is_gateway);
+    let ctx = if is_gateway {
+        context::Ctx::new(snapshot, index, instance, is_gateway)
+    } else {
+        context::Ctx::for_own_part(snapshot, index, instance)
+    };
     let mut cfg = ProxyConfig {
         version: String::new(),
         node: Node {
@@ -171,41 +224,29 @@ pub fn compile_unversioned(
             } else {
                 NodeKind::Sidecar
             },
+            cluster_id: telemetry::cluster_id(mesh),
+            telemetry: telemetry::compile(snapshot, instance),
         },
         ..Default::default()
     };
-    outbound_clusters(&ctx, &mut cfg);
+    // A sidecar's outbound listeners, route tables and clusters are its outbound part.
     match proxy {
         ProxySettings::Transparent {
-            outbound,
-            inbound,
-            tunnel,
+            inbound, tunnel, ..
         } => {
-            let routes = routes::sidecar_host_routes(&ctx);
-            listeners::transparent_outbound(&ctx, &routes, *outbound, &mut cfg);
             listeners::transparent_inbound(&ctx, *inbound, &mut cfg);
             tunnel::transparent(proxy_id, *tunnel, &mut cfg);
         }
         ProxySettings::Explicit {
-            outbound_http_proxy,
-            tcp_upstreams,
-            inbound,
-            tunnel,
+            inbound, tunnel, ..
         } => {
-            let routes = routes::sidecar_host_routes(&ctx);
-            listeners::explicit_outbound(
-                &ctx,
-                &routes,
-                *outbound_http_proxy,
-                tcp_upstreams,
-                &mut cfg,
-            );
             listeners::explicit_inbound(&ctx, inbound, &mut cfg);
             if let Some(tunnel) = tunnel {
                 tunnel::explicit(proxy_id, *tunnel, inbound, &mut cfg);
             }
         }
         ProxySettings::Gateway { ports } => {
+            outbound_clusters(&ctx, &mut cfg);
             gateway::build(&ctx, ports, &mut cfg);
             gateway_api::gateway::build(&ctx, ports, &mut cfg);
         }

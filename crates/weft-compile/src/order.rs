@@ -19,9 +19,21 @@ pub fn age_key(o: &Object) -> (String, String, String) {
     (created(o), o.namespace().to_string(), o.name().to_string())
 }
 
-/// Objects oldest first.
+/// Objects oldest first (the order of [`age_key`]; keys borrowed, not built per object:
+/// this runs on every compile round).
 pub fn by_age(objects: &[Object]) -> Vec<&Object> {
-    let mut v: Vec<&Object> = objects.iter().collect();
-    v.sort_by_cached_key(|o| age_key(o));
-    v
+    let mut v: Vec<(&str, &str, &str, &Object)> = objects
+        .iter()
+        .map(|o| {
+            let created = o
+                .node
+                .get("metadata")
+                .and_then(|m| m.get("creationTimestamp"))
+                .and_then(|t| t.as_str())
+                .unwrap_or("");
+            (created, o.namespace(), o.name(), o)
+        })
+        .collect();
+    v.sort_by(|a, b| (a.0, a.1, a.2).cmp(&(b.0, b.1, b.2)));
+    v.into_iter().map(|(_, _, _, o)| o).collect()
 }

@@ -201,8 +201,20 @@ impl ServiceIndex {
         mesh_export: &[String],
         trust_domain: &str,
     ) -> ServiceIndex {
+        Self::build_aged(&by_age(objects), registry, mesh_export, trust_domain)
+    }
+
+    /// [`ServiceIndex::build`] from the objects already sorted oldest first.
+    pub(crate) fn build_aged(
+        aged: &[&Object],
+        registry: &Registry,
+        mesh_export: &[String],
+        trust_domain: &str,
+    ) -> ServiceIndex {
+        let objects = aged;
         let workload_entries: Vec<(&Object, &WorkloadEntry)> = objects
             .iter()
+            .copied()
             .filter_map(|o| match &o.body {
                 Body::WorkloadEntry(we) => Some((o, we)),
                 _ => None,
@@ -218,7 +230,7 @@ impl ServiceIndex {
                 .push(i);
         }
         let mut services = Vec::new();
-        for o in by_age(objects) {
+        for o in aged.iter().copied() {
             if let Body::Service(spec) = &o.body {
                 services.push(k8s_service(
                     o,
@@ -233,7 +245,7 @@ impl ServiceIndex {
                 ));
             }
         }
-        for o in by_age(objects) {
+        for o in aged.iter().copied() {
             if let Body::ServiceEntry(se) = &o.body {
                 for host in &se.hosts {
                     // A ServiceEntry for an existing Kubernetes Service only decorates it.

@@ -13,9 +13,11 @@ pub mod de;
 pub mod diag;
 pub mod kinds;
 pub mod load;
+pub mod log_format;
 pub mod object;
 pub mod path;
 pub mod source;
+pub mod telemetry_expr;
 #[cfg(test)]
 pub(crate) mod testing;
 pub mod tree;

@@ -12,11 +12,10 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant;
 
-use serde::Serialize;
 use tracing::{debug, warn};
 use weft_api::pb::{Resource, ResourceType};
 use weft_api::{Cluster, Listener, RouteTable};
-use weft_compile::{ServiceIndex, Snapshot, WorkloadInstance};
+use weft_compile::{List, OutboundKey, ServiceIndex, Snapshot, WorkloadInstance};
 
 use crate::Shared;
 use crate::affected::{self, Affected, Change, Proxy};
@@ -29,6 +28,22 @@ struct Memory {
     index: Option<ServiceIndex>,
     /// Encoded resources, while some proxy holds them.
     encodings: Encodings,
+}
+
+/// A connected proxy as a round sees it.
+struct Session {
+    id: String,
+    session: u64,
+    latest: Option<Arc<Compiled>>,
+}
+
+/// A proxy a round compiles.
+struct Target<'a> {
+    id: &'a str,
+    instance: &'a WorkloadInstance,
+    session: u64,
+    /// Its latest config, if any.
+    latest: Option<&'a Compiled>,
 }
 
 /// One proxy's result of a round.
@@ -48,10 +63,15 @@ pub(crate) async fn run(shared: Arc<Shared>) {
             let mut st = shared.state();
             if st.synced && !st.pending.is_empty() {
                 let change = std::mem::take(&mut st.pending);
-                let sessions: Vec<(String, u64)> = st
+                // With each proxy's latest config (its version is resumed from it).
+                let sessions: Vec<Session> = st
                     .proxies
                     .values()
-                    .map(|p| (p.id.clone(), p.session))
+                    .map(|p| Session {
+                        id: p.id.clone(),
+                        session: p.session,
+                        latest: p.compiled.clone().or_else(|| p.config.clone()),
+                    })
                     .collect();
                 Some((change, st.inputs(), sessions))
             } else {
@@ -60,9 +80,10 @@ pub(crate) async fn run(shared: Arc<Shared>) {
         };
         if let Some((change, inputs, sessions)) = work {
             let Some(mem) = memory.take() else { return };
+            let collector = shared.trace_collector.clone();
             let job = tokio::task::spawn_blocking(move || {
                 let mut mem = mem;
-                let out = round(&change, &inputs, &sessions, &mut mem);
+                let out = round(&change, &inputs, collector.as_ref(), &sessions, &mut mem);
                 (out, mem)
             });
             match job.await {
@@ -90,29 +111,32 @@ pub(crate) async fn run(shared: Arc<Shared>) {
 fn round(
     change: &Change,
     inputs: &Inputs,
-    sessions: &[(String, u64)],
+    trace_collector: Option<&weft_api::TraceProvider>,
+    sessions: &[Session],
     mem: &mut Memory,
 ) -> Vec<Output> {
     let started = Instant::now();
-    let snapshot = Snapshot::new(&inputs.objects);
+    let snapshot =
+        Snapshot::new(&inputs.objects).with_builtin_trace_collector(trace_collector.cloned());
     let mesh = &snapshot.mesh;
-    let index = ServiceIndex::build(
-        &inputs.objects,
-        &inputs.registry,
-        &mesh.default_service_export_to(),
-        mesh.trust_domain(),
-    );
+    let index = snapshot.service_index(&inputs.registry);
     let by_id: HashMap<String, &WorkloadInstance> = inputs
         .registry
         .instances
         .iter()
         .map(|i| (i.proxy_id(), i))
         .collect();
-    let connected: Vec<(Proxy<'_>, u64)> = sessions
+    let connected: Vec<(Proxy<'_>, &Session)> = sessions
         .iter()
-        .filter_map(|(id, session)| {
-            let instance = by_id.get(id)?;
-            Some((Proxy { id, instance }, *session))
+        .filter_map(|s| {
+            let instance = by_id.get(&s.id)?;
+            Some((
+                Proxy {
+                    id: &s.id,
+                    instance,
+                },
+                s,
+            ))
         })
         .collect();
     let proxies: Vec<Proxy<'_>> = connected
@@ -130,17 +154,23 @@ fn round(
         mesh.root_namespace(),
         &proxies,
     );
-    let targets: Vec<(&str, &WorkloadInstance, u64)> = connected
+    let targets: Vec<Target<'_>> = connected
         .iter()
         .filter(|(p, _)| match &affected {
             Affected::All => true,
             Affected::Some(ids) => ids.contains(p.id),
         })
-        .map(|(p, session)| (p.id, p.instance, *session))
+        .map(|(p, s)| Target {
+            id: p.id,
+            instance: p.instance,
+            session: s.session,
+            latest: s.latest.as_deref(),
+        })
         .collect();
     let analysed = started.elapsed();
     let encodings = Mutex::new(std::mem::take(&mut mem.encodings));
-    let outputs = compile_all(&snapshot, &index, &targets, inputs.generation, &encodings);
+    let (outputs, outbound_parts) =
+        compile_all(&snapshot, &index, &targets, inputs.generation, &encodings);
     mem.encodings = encodings
         .into_inner()
         .unwrap_or_else(PoisonError::into_inner);
@@ -150,6 +180,7 @@ fn round(
         generation = inputs.generation,
         connected = connected.len(),
         compiled = targets.len(),
+        outbound_parts,
         analysed_ms = analysed.as_millis() as u64,
         total_ms = started.elapsed().as_millis() as u64,
         "compile round"
@@ -158,35 +189,64 @@ fn round(
 }
 
 /// Compile `targets` on every core, sharing the snapshot, the index and the encodings.
-/// Each proxy's resources are shared as soon as they are compiled, so a round never holds
-/// more than a few proxies' private copies (holding them all until the round ended made
-/// the peak, and with it the RSS the allocator keeps, grow with proxies x config size).
+/// A sidecar's outbound part is compiled and encoded once per [`OutboundKey`] (proxies
+/// of a namespace seeing the same services get the same one), and each proxy compiles
+/// only its own part (node, inbound, tunnel). Each proxy's resources are shared as soon
+/// as they are compiled, so a round never holds more than a few proxies' private copies
+/// (holding them all until the round ended made the peak, and with it the RSS the
+/// allocator keeps, grow with proxies x config size). Also returns how many outbound parts
+/// were compiled.
 fn compile_all(
     snapshot: &Snapshot<'_>,
     index: &ServiceIndex,
-    targets: &[(&str, &WorkloadInstance, u64)],
+    targets: &[Target<'_>],
     generation: u64,
     encodings: &Mutex<Encodings>,
-) -> Vec<Output> {
+) -> (Vec<Output>, usize) {
+    let keyed: Vec<Option<OutboundKey>> = targets
+        .iter()
+        .map(|t| snapshot.outbound_key(t.instance))
+        .collect();
+    let mut seen = std::collections::HashSet::new();
+    let distinct: Vec<&OutboundKey> = keyed.iter().flatten().filter(|k| seen.insert(*k)).collect();
+    let parts: HashMap<&OutboundKey, Result<Arc<Part>, String>> = distinct
+        .iter()
+        .copied()
+        .zip(on_every_core(&distinct, |key| {
+            outbound_part(snapshot, index, key, encodings)
+        }))
+        .collect();
+    let work: Vec<_> = targets.iter().zip(&keyed).collect();
+    let outputs = on_every_core(&work, |(target, key)| {
+        let outbound = key.as_ref().and_then(|k| parts.get(k));
+        let result = match outbound {
+            Some(Err(e)) => Err(e.clone()),
+            Some(Ok(part)) => {
+                compile_one(snapshot, index, target, Some(part), generation, encodings)
+            }
+            None => compile_one(snapshot, index, target, None, generation, encodings),
+        };
+        Output {
+            id: target.id.to_string(),
+            session: target.session,
+            result,
+        }
+    });
+    (outputs, parts.len())
+}
+
+/// `f` over `items` on every core, in order.
+fn on_every_core<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Vec<R> {
     let threads = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1)
-        .min(targets.len().max(1));
-    let chunk = targets.len().div_ceil(threads).max(1);
+        .min(items.len().max(1));
+    let chunk = items.len().div_ceil(threads).max(1);
+    let f = &f;
     std::thread::scope(|scope| {
-        let handles: Vec<_> = targets
+        let handles: Vec<_> = items
             .chunks(chunk)
-            .map(|part| {
-                scope.spawn(move || {
-                    part.iter()
-                        .map(|(id, instance, session)| Output {
-                            id: id.to_string(),
-                            session: *session,
-                            result: compile_one(snapshot, index, instance, generation, encodings),
-                        })
-                        .collect::<Vec<_>>()
-                })
-            })
+            .map(|part| scope.spawn(move || part.iter().map(f).collect::<Vec<_>>()))
             .collect();
         handles
             .into_iter()
@@ -196,139 +256,159 @@ fn compile_all(
     })
 }
 
+/// Encoded resources of one part of a config, each list sorted by name.
+#[derive(Debug, Default)]
+struct Part {
+    listeners: Vec<Arc<Resource>>,
+    route_tables: Vec<Arc<Resource>>,
+    clusters: Vec<Arc<Resource>>,
+}
+
+fn encode_error(e: serde_json::Error) -> String {
+    format!("cannot encode config: {e}")
+}
+
+/// The resources of a config's lists, encoded, each the allocation already held for an
+/// equal resource where there is one. Encoding happens outside the lock.
+fn encode_part(
+    encodings: &Mutex<Encodings>,
+    listeners: Vec<Listener>,
+    route_tables: Vec<RouteTable>,
+    clusters: Vec<Cluster>,
+) -> Result<Part, String> {
+    let listeners = encode_all(ResourceType::Listener, &listeners, |l| &l.name)?;
+    let route_tables = encode_all(ResourceType::RouteTable, &route_tables, |t| &t.name)?;
+    let clusters = encode_all(ResourceType::Cluster, &clusters, |c| &c.name)?;
+    let mut e = encodings.lock().unwrap_or_else(PoisonError::into_inner);
+    Ok(Part {
+        listeners: listeners.into_iter().map(|r| e.intern(r)).collect(),
+        route_tables: route_tables.into_iter().map(|r| e.intern(r)).collect(),
+        clusters: clusters.into_iter().map(|r| e.intern(r)).collect(),
+    })
+}
+
+fn encode_all<T: serde::Serialize>(
+    kind: ResourceType,
+    values: &[T],
+    name: fn(&T) -> &str,
+) -> Result<Vec<Resource>, String> {
+    values
+        .iter()
+        .map(|v| Resource::encode(kind, name(v), v).map_err(encode_error))
+        .collect()
+}
+
+/// The outbound part of every sidecar with this key, encoded.
+fn outbound_part(
+    snapshot: &Snapshot<'_>,
+    index: &ServiceIndex,
+    key: &OutboundKey,
+    encodings: &Mutex<Encodings>,
+) -> Result<Arc<Part>, String> {
+    let cfg = weft_compile::compile_outbound(snapshot, index, key);
+    encode_part(encodings, cfg.listeners, cfg.route_tables, cfg.clusters).map(Arc::new)
+}
+
 fn compile_one(
     snapshot: &Snapshot<'_>,
     index: &ServiceIndex,
-    instance: &WorkloadInstance,
+    target: &Target<'_>,
+    outbound: Option<&Part>,
     generation: u64,
     encodings: &Mutex<Encodings>,
 ) -> Result<Compiled, String> {
     let config =
-        weft_compile::compile_unversioned(snapshot, index, instance).map_err(|e| e.to_string())?;
-    let encode = |e: serde_json::Error| format!("cannot encode config: {e}");
-    let listeners = share(
+        weft_compile::compile_own(snapshot, index, target.instance).map_err(|e| e.to_string())?;
+    let own = encode_part(
         encodings,
-        |e| &mut e.listeners,
-        ResourceType::Listener,
-        |l| &l.name,
         config.listeners,
-    )
-    .map_err(encode)?;
-    let route_tables = share(
-        encodings,
-        |e| &mut e.route_tables,
-        ResourceType::RouteTable,
-        |t| &t.name,
         config.route_tables,
-    )
-    .map_err(encode)?;
-    let clusters = share(
-        encodings,
-        |e| &mut e.clusters,
-        ResourceType::Cluster,
-        |c| &c.name,
         config.clusters,
-    )
-    .map_err(encode)?;
-    let version = weft_compile::version_from_encoded(
-        &config.node,
-        listeners.iter().map(body),
-        route_tables.iter().map(body),
-        clusters.iter().map(body),
-    );
+    )?;
+    // Laid together as `weft_compile::compile_unversioned` lays the typed parts.
+    let merge = |outbound: Option<&Vec<Arc<Resource>>>, own: Vec<Arc<Resource>>, dedup: bool| {
+        weft_compile::merge_by_name(outbound.cloned().unwrap_or_default(), own, dedup, name)
+    };
+    let listeners = merge(outbound.map(|o| &o.listeners), own.listeners, false);
+    let route_tables = merge(outbound.map(|o| &o.route_tables), own.route_tables, true);
+    let clusters = merge(outbound.map(|o| &o.clusters), own.clusters, true);
+    let resources: Vec<Arc<Resource>> = listeners
+        .into_iter()
+        .chain(route_tables)
+        .chain(clusters)
+        .collect();
+    let items: Vec<(List, &[u8])> = resources
+        .iter()
+        .map(|r| (list_of(r), r.body.as_ref()))
+        .collect();
+    // The same node and first resources as its latest config: hash on from there.
+    let resume = target.latest.filter(|l| l.node == config.node).map(|l| {
+        let same = l
+            .resources
+            .iter()
+            .zip(&resources)
+            .take_while(|(a, b)| Arc::ptr_eq(a, b))
+            .count();
+        (&l.trail, same)
+    });
+    let (version, trail) = weft_compile::version_with_trail(&config.node, &items, resume);
     Ok(Compiled {
         node: config.node,
         version,
         generation,
-        resources: listeners
-            .into_iter()
-            .chain(route_tables)
-            .chain(clusters)
-            .collect(),
+        resources,
+        trail,
     })
 }
 
-fn body(r: &Arc<Resource>) -> &[u8] {
-    &r.body
+fn list_of(r: &Resource) -> List {
+    match r
+        .key
+        .as_ref()
+        .and_then(|k| ResourceType::try_from(k.r#type).ok())
+    {
+        Some(ResourceType::Listener) => List::Listeners,
+        Some(ResourceType::RouteTable) => List::RouteTables,
+        _ => List::Clusters,
+    }
 }
 
-/// The distinct values compiled under each resource name, with their encoding.
-type Table<T> = HashMap<String, Vec<(T, Arc<Resource>)>>;
+fn name(r: &Arc<Resource>) -> &str {
+    r.key.as_ref().map_or("", |k| k.name.as_str())
+}
 
-/// Encoded resources shared between proxies and rounds. Comparing a compiled resource
-/// with the few values already seen under its name is much cheaper than serialising and
-/// hashing it, and equal resources end up as one allocation however many proxies hold
-/// them.
+/// Encoded resources shared between proxies and rounds, by type, name and version (the
+/// hash of the body; equal bodies are checked, so a hash collision cannot mix two
+/// resources up). Equal resources of 2,000 proxies end up as one allocation.
 #[derive(Default)]
 struct Encodings {
-    listeners: Table<Listener>,
-    route_tables: Table<RouteTable>,
-    clusters: Table<Cluster>,
+    interned: HashMap<(i32, String, String), Vec<Arc<Resource>>>,
 }
 
 impl Encodings {
+    /// The allocation held for a resource equal to `r`, or `r` now held.
+    fn intern(&mut self, r: Resource) -> Arc<Resource> {
+        let key = (
+            r.key.as_ref().map_or(0, |k| k.r#type),
+            r.key.as_ref().map(|k| k.name.clone()).unwrap_or_default(),
+            r.version.clone(),
+        );
+        let held = self.interned.entry(key).or_default();
+        if let Some(same) = held.iter().find(|h| h.body == r.body) {
+            return same.clone();
+        }
+        let r = Arc::new(r);
+        held.push(r.clone());
+        r
+    }
+
     /// Forget the encodings no proxy holds any more.
     fn prune(&mut self) {
-        fn prune<T>(table: &mut Table<T>) {
-            table.retain(|_, values| {
-                values.retain(|(_, r)| Arc::strong_count(r) > 1);
-                !values.is_empty()
-            });
-        }
-        prune(&mut self.listeners);
-        prune(&mut self.route_tables);
-        prune(&mut self.clusters);
+        self.interned.retain(|_, held| {
+            held.retain(|r| Arc::strong_count(r) > 1);
+            !held.is_empty()
+        });
     }
-}
-
-fn lookup<T: PartialEq>(table: &Table<T>, name: &str, value: &T) -> Option<Arc<Resource>> {
-    table
-        .get(name)?
-        .iter()
-        .find(|(v, _)| v == value)
-        .map(|(_, r)| r.clone())
-}
-
-/// The encodings of `values`: shared ones where an equal value was encoded before, new
-/// ones (encoded outside the lock, then shared) for the rest.
-fn share<T: PartialEq + Serialize>(
-    encodings: &Mutex<Encodings>,
-    table: fn(&mut Encodings) -> &mut Table<T>,
-    kind: ResourceType,
-    name: fn(&T) -> &str,
-    values: Vec<T>,
-) -> Result<Vec<Arc<Resource>>, serde_json::Error> {
-    let lock = || encodings.lock().unwrap_or_else(PoisonError::into_inner);
-    let mut out: Vec<Option<Arc<Resource>>> = {
-        let mut e = lock();
-        let t = table(&mut e);
-        values.iter().map(|v| lookup(t, name(v), v)).collect()
-    };
-    let mut fresh = Vec::new();
-    for (i, v) in values.into_iter().enumerate() {
-        if out[i].is_none() {
-            let r = Arc::new(Resource::encode(kind, name(&v), &v)?);
-            fresh.push((i, v, r));
-        }
-    }
-    if !fresh.is_empty() {
-        let mut e = lock();
-        let t = table(&mut e);
-        for (i, v, r) in fresh {
-            // Another thread may have shared an equal value meanwhile.
-            let r = match lookup(t, name(&v), &v) {
-                Some(shared) => shared,
-                None => {
-                    t.entry(name(&v).to_string())
-                        .or_default()
-                        .push((v, r.clone()));
-                    r
-                }
-            };
-            out[i] = Some(r);
-        }
-    }
-    Ok(out.into_iter().flatten().collect())
 }
 
 /// Hand each proxy its config and wake its session.
@@ -363,35 +443,78 @@ mod tests {
 
     use super::*;
 
-    /// Every proxy of `registry`, compiled as a round compiles it (encodings shared between
-    /// proxies, version from the encodings), decodes to exactly the config
-    /// `weft_compile::compile` gives it. Returns how many proxies were checked.
-    fn same_as_compile(case: &str, objects: &[Object], registry: &Registry) -> usize {
+    /// Every proxy of `registry`, compiled as a round compiles it (outbound parts and
+    /// encodings shared, versions resumed from `latest`), decodes to exactly the config
+    /// `weft_compile::compile` gives it, version included. Returns the configs by id.
+    fn round_like(
+        case: &str,
+        objects: &[Object],
+        registry: &Registry,
+        encodings: &Mutex<Encodings>,
+        latest: &HashMap<String, Compiled>,
+    ) -> HashMap<String, Compiled> {
         let snapshot = Snapshot::new(objects);
-        let mesh = &snapshot.mesh;
-        let index = ServiceIndex::build(
-            objects,
-            registry,
-            &mesh.default_service_export_to(),
-            mesh.trust_domain(),
-        );
-        let encodings = Mutex::new(Encodings::default());
-        let mut checked = 0;
-        // The second pass takes every resource from the encodings of the first.
-        for _ in 0..2 {
-            for instance in registry.instances.iter().filter(|i| i.proxy.is_some()) {
-                let id = instance.proxy_id();
-                let compiled = compile_one(&snapshot, &index, instance, 1, &encodings)
-                    .unwrap_or_else(|e| panic!("{case} {id}: {e}"));
-                let plain = weft_compile::compile(&snapshot, registry, &id)
-                    .unwrap_or_else(|e| panic!("{case} {id}: {e}"));
-                let shared = compiled.config().expect("encoded resources decode");
-                assert_eq!(shared, plain, "{case}: {id}");
-                assert_eq!(compiled.version, plain.version, "{case}: {id}");
-                checked += 1;
-            }
+        let index = snapshot.service_index(registry);
+        let ids: Vec<(String, &WorkloadInstance)> = registry
+            .instances
+            .iter()
+            .filter(|i| i.proxy.is_some())
+            .map(|i| (i.proxy_id(), i))
+            .collect();
+        let targets: Vec<Target<'_>> = ids
+            .iter()
+            .map(|(id, instance)| Target {
+                id,
+                instance,
+                session: 0,
+                latest: latest.get(id),
+            })
+            .collect();
+        let (outputs, _) = compile_all(&snapshot, &index, &targets, 1, encodings);
+        let mut out = HashMap::new();
+        for Output { id, result, .. } in outputs {
+            let compiled = result.unwrap_or_else(|e| panic!("{case} {id}: {e}"));
+            let plain = weft_compile::compile(&snapshot, registry, &id)
+                .unwrap_or_else(|e| panic!("{case} {id}: {e}"));
+            let shared = compiled.config().expect("encoded resources decode");
+            assert_eq!(shared, plain, "{case}: {id}");
+            assert_eq!(compiled.version, plain.version, "{case}: {id}");
+            out.insert(id, compiled);
         }
-        checked
+        out
+    }
+
+    /// [`round_like`] twice: the second pass takes every resource from the encodings of
+    /// the first and resumes every version from it. Returns how many proxies were checked.
+    fn same_as_compile(case: &str, objects: &[Object], registry: &Registry) -> usize {
+        let encodings = Mutex::new(Encodings::default());
+        let first = round_like(case, objects, registry, &encodings, &HashMap::new());
+        let second = round_like(case, objects, registry, &encodings, &first);
+        first.len() + second.len()
+    }
+
+    /// After an endpoint moves, versions resumed from each proxy's previous config are the
+    /// versions of its whole config.
+    #[test]
+    fn versions_resumed_after_a_change_are_the_whole_configs_versions() {
+        let objects = load("selected", Bundle::load_str("selected.yaml", SELECTED));
+        let mut registry = weft_compile::parse_registry("registry.yaml", SELECTED_REGISTRY)
+            .unwrap_or_else(|d| panic!("{}", d.message));
+        let encodings = Mutex::new(Encodings::default());
+        let mut latest = round_like("before", &objects, &registry, &encodings, &HashMap::new());
+        for (n, address) in ["10.0.9.1", "10.0.9.2"].into_iter().enumerate() {
+            let db = registry
+                .instances
+                .iter_mut()
+                .find(|i| i.name == "api-0")
+                .expect("api-0");
+            db.address = address.parse().expect("an address");
+            let next = round_like("moved", &objects, &registry, &encodings, &latest);
+            for (id, c) in &next {
+                assert_ne!(c.version, latest[id].version, "move {n}: {id}");
+            }
+            latest = next;
+        }
     }
 
     fn load(case: &str, bundle: Bundle) -> Vec<Object> {
@@ -514,5 +637,74 @@ instances:
         let compile = |id: &str| weft_compile::compile(&snapshot, &registry, id).expect("compiles");
         assert_ne!(compile("web-0.a").clusters, compile("web-2.a").clusters);
         assert_eq!(compile("web-0.a").clusters, compile("web-1.a").clusters);
+    }
+
+    /// Proxies of one namespace whose labels differ only where no selector looks share
+    /// one outbound part, compiled once and held once; a label some selector reads
+    /// (`track`: a DestinationRule's and a Sidecar's workloadSelector, a VirtualService's
+    /// sourceLabels) gets its own.
+    #[test]
+    fn proxies_with_the_same_scope_share_one_compiled_outbound_part() {
+        const REGISTRY: &str = "\
+instances:
+- {name: web-0, namespace: a, labels: {app: web}, address: 10.0.0.1, proxy: {capture: transparent}}
+- {name: web-1, namespace: a, labels: {app: web-frontend, version: v9}, address: 10.0.0.2, proxy: {capture: transparent}}
+- {name: web-2, namespace: a, labels: {app: web, track: canary}, address: 10.0.0.3, proxy: {capture: transparent}}
+- {name: api-0, namespace: b, labels: {app: api, version: v1}, address: 10.0.1.1, proxy: {capture: transparent}}
+";
+        let objects = load("selected", Bundle::load_str("selected.yaml", SELECTED));
+        let registry = weft_compile::parse_registry("registry.yaml", REGISTRY)
+            .unwrap_or_else(|d| panic!("{}", d.message));
+        assert_eq!(same_as_compile("scoped", &objects, &registry), 8);
+        let snapshot = Snapshot::new(&objects);
+        let mesh = &snapshot.mesh;
+        let index = ServiceIndex::build(
+            &objects,
+            &registry,
+            &mesh.default_service_export_to(),
+            mesh.trust_domain(),
+        );
+        let ids: Vec<String> = registry.instances.iter().map(|i| i.proxy_id()).collect();
+        let targets: Vec<Target<'_>> = ids
+            .iter()
+            .zip(&registry.instances)
+            .map(|(id, instance)| Target {
+                id,
+                instance,
+                session: 0,
+                latest: None,
+            })
+            .collect();
+        let encodings = Mutex::new(Encodings::default());
+        let (outputs, parts) = compile_all(&snapshot, &index, &targets, 1, &encodings);
+        assert_eq!(parts, 3, "a, a with track=canary, b");
+        let compiled: HashMap<String, Compiled> = outputs
+            .into_iter()
+            .map(|o| (o.id, o.result.expect("compiles")))
+            .collect();
+        let resource = |id: &str, key: &str| -> Arc<Resource> {
+            compiled[id]
+                .resources
+                .iter()
+                .find(|r| r.key.as_ref().map(|k| k.display()).as_deref() == Some(key))
+                .unwrap_or_else(|| panic!("{id} has no {key}"))
+                .clone()
+        };
+        let table = "route_table/outbound|9090";
+        assert!(Arc::ptr_eq(
+            &resource("web-0.a", table),
+            &resource("web-1.a", table)
+        ));
+        assert!(Arc::ptr_eq(
+            &resource("web-0.a", "listener/outbound"),
+            &resource("web-1.a", "listener/outbound")
+        ));
+        // The canary's outbound differs (its DestinationRule and routes), its own part too.
+        let api = "cluster/outbound|9090||api.b.svc.cluster.local";
+        assert_ne!(resource("web-0.a", api).body, resource("web-2.a", api).body);
+        assert_ne!(
+            resource("web-0.a", "listener/inbound").body,
+            resource("web-1.a", "listener/inbound").body
+        );
     }
 }

@@ -7,7 +7,8 @@
 //!   proxy's token and the trust bundle sent with it ([`SecretReport`]);
 //! - `GET /debug/ca`: the CA's trust domain, trust bundle and counters ([`CaReport`]).
 //!
-//! (There is no `/metrics` here yet; the CA's counters are on `/debug/ca`.)
+//! The same port serves the dashboard, its JSON API, the Zipkin collector and the control
+//! plane's `/metrics` (see [`crate::dashboard::api`]).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -25,6 +26,7 @@ use tracing::debug;
 
 use crate::Shared;
 use crate::ca::CaHooks;
+use crate::dashboard::{self, Dashboard};
 use crate::identity::{CaCounters, CertificateView};
 use crate::state::ObjectStatus;
 
@@ -114,16 +116,28 @@ impl From<ObjectStatus> for ObjectStatusView {
     }
 }
 
+/// Serve the debug API and the dashboard, and scrape the proxies' metrics for it; both
+/// end when this task is aborted.
 pub(crate) async fn serve(listener: TcpListener, shared: Arc<Shared>) {
+    let dashboard = Arc::new(Dashboard::default());
+    tokio::join!(
+        accept(listener, shared.clone(), dashboard.clone()),
+        dashboard::scrape::run(shared, dashboard),
+    );
+}
+
+async fn accept(listener: TcpListener, shared: Arc<Shared>, dashboard: Arc<Dashboard>) {
     loop {
         let Ok((stream, _)) = listener.accept().await else {
             continue;
         };
         let shared = shared.clone();
+        let dashboard = dashboard.clone();
         tokio::spawn(async move {
             let svc = service_fn(move |req: http::Request<Incoming>| {
                 let shared = shared.clone();
-                async move { Ok::<_, std::convert::Infallible>(handle(&shared, &req)) }
+                let dashboard = dashboard.clone();
+                async move { Ok::<_, std::convert::Infallible>(respond(&shared, &dashboard, req).await) }
             });
             if let Err(e) = http1::Builder::new()
                 .serve_connection(TokioIo::new(stream), svc)
@@ -135,33 +149,54 @@ pub(crate) async fn serve(listener: TcpListener, shared: Arc<Shared>) {
     }
 }
 
-fn handle(shared: &Shared, req: &http::Request<Incoming>) -> Response<Full<Bytes>> {
-    if req.method() != Method::GET {
-        return text(StatusCode::METHOD_NOT_ALLOWED, "only GET\n".into());
+async fn respond(
+    shared: &Shared,
+    dashboard: &Dashboard,
+    req: http::Request<Incoming>,
+) -> Response<Full<Bytes>> {
+    if req.method() == Method::POST && req.uri().path() == "/api/v2/spans" {
+        return dashboard::api::receive_spans(dashboard, req).await;
     }
+    if req.method() != Method::GET {
+        return text(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "only GET (and POST /api/v2/spans)\n".into(),
+        );
+    }
+    if let Some(r) = dashboard::api::get(shared, dashboard, req.uri()) {
+        return r;
+    }
+    handle(shared, &req)
+}
+
+/// Every object's status, the disconnect counts and the resources proxies refused: the
+/// body of `/debug/status` and the dashboard's `/api/config`.
+pub(crate) fn status_report(shared: &Shared) -> StatusReport {
+    let st = shared.state();
+    StatusReport {
+        objects: st.statuses().into_iter().map(Into::into).collect(),
+        proxies: st.proxies.len(),
+        disconnects: st.disconnects.clone(),
+        rejected_resources: st
+            .proxies
+            .values()
+            .flat_map(|p| {
+                p.nacked.iter().map(|(res, n)| RejectedResource {
+                    proxy: p.id.clone(),
+                    resource: res.clone(),
+                    version: n.version.clone(),
+                    reason: n.reason.clone(),
+                    origins: n.origins.clone(),
+                })
+            })
+            .collect(),
+    }
+}
+
+fn handle(shared: &Shared, req: &http::Request<Incoming>) -> Response<Full<Bytes>> {
     let path = req.uri().path();
     match path {
-        "/debug/status" => {
-            let st = shared.state();
-            json(&StatusReport {
-                objects: st.statuses().into_iter().map(Into::into).collect(),
-                proxies: st.proxies.len(),
-                disconnects: st.disconnects.clone(),
-                rejected_resources: st
-                    .proxies
-                    .values()
-                    .flat_map(|p| {
-                        p.nacked.iter().map(|(res, n)| RejectedResource {
-                            proxy: p.id.clone(),
-                            resource: res.clone(),
-                            version: n.version.clone(),
-                            reason: n.reason.clone(),
-                            origins: n.origins.clone(),
-                        })
-                    })
-                    .collect(),
-            })
-        }
+        "/debug/status" => json(&status_report(shared)),
         "/debug/proxies" => json(&shared.proxies_view()),
         "/debug/ca" => json(&CaReport {
             enabled: shared.identity.ca.is_some(),
@@ -191,8 +226,8 @@ fn handle(shared: &Shared, req: &http::Request<Incoming>) -> Response<Full<Bytes
             }
             text(
                 StatusCode::NOT_FOUND,
-                "endpoints: /debug/status /debug/proxies /debug/proxy/<id>/config \
-                 /debug/proxy/<id>/secret /debug/ca\n"
+                "endpoints: / (dashboard) /metrics /api/... /debug/status /debug/proxies \
+                 /debug/proxy/<id>/config /debug/proxy/<id>/secret /debug/ca\n"
                     .into(),
             )
         }
@@ -230,7 +265,7 @@ fn secret(shared: &Shared, id: &str) -> Response<Full<Bytes>> {
     }
 }
 
-fn json<T: Serialize>(value: &T) -> Response<Full<Bytes>> {
+pub(crate) fn json<T: Serialize>(value: &T) -> Response<Full<Bytes>> {
     match serde_json::to_vec_pretty(value) {
         Ok(body) => {
             let mut r = Response::new(Full::new(Bytes::from(body)));
@@ -247,7 +282,7 @@ fn json<T: Serialize>(value: &T) -> Response<Full<Bytes>> {
     }
 }
 
-fn text(status: StatusCode, body: String) -> Response<Full<Bytes>> {
+pub(crate) fn text(status: StatusCode, body: String) -> Response<Full<Bytes>> {
     let mut r = Response::new(Full::new(Bytes::from(body)));
     *r.status_mut() = status;
     r

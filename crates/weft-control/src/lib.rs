@@ -21,8 +21,10 @@
 mod affected;
 pub mod ca;
 mod compiler;
+pub mod dashboard;
 pub mod debug;
 pub mod identity;
+pub mod metrics;
 pub mod server;
 pub mod source;
 pub mod state;
@@ -128,6 +130,10 @@ pub struct Shared {
     sessions: AtomicU64,
     /// Set when the control plane stops: sessions end their streams.
     pub(crate) stop: watch::Sender<bool>,
+    pub(crate) metrics: metrics::ControlMetrics,
+    /// The dashboard's Zipkin collector (on the debug port): where proxies send spans when
+    /// tracing is on and no provider is configured.
+    pub(crate) trace_collector: Option<weft_api::TraceProvider>,
 }
 
 impl Shared {
@@ -225,7 +231,25 @@ impl ControlPlane {
         let mut state = State::default();
         state.base_registry = options.registry.clone();
         state.set_registry(options.registry.instances.clone());
+        // Bound before the shared state, which names its address as the trace collector.
+        let debug_listener = match options.debug {
+            Some(addr) => Some((
+                TcpListener::bind(addr)
+                    .await
+                    .map_err(|source| ControlError::Bind {
+                        what: "debug",
+                        addr,
+                        source,
+                    })?,
+                addr,
+            )),
+            None => None,
+        };
+        let debug_addr = debug_listener
+            .as_ref()
+            .map(|(l, addr)| l.local_addr().unwrap_or(*addr));
         let shared = Arc::new(Shared {
+            trace_collector: debug_addr.map(dashboard::trace_collector),
             state: Mutex::new(state),
             token: options.token.clone(),
             identity: IdentityState::new(tokens.clone(), options.tokens.is_some(), ca.clone()),
@@ -233,18 +257,10 @@ impl ControlPlane {
             status: watch::Sender::new(0),
             sessions: AtomicU64::new(0),
             stop: watch::Sender::new(false),
+            metrics: metrics::ControlMetrics::default(),
         });
         let mut tasks = Vec::new();
-        let mut debug_addr = None;
-        if let Some(addr) = options.debug {
-            let listener = TcpListener::bind(addr)
-                .await
-                .map_err(|source| ControlError::Bind {
-                    what: "debug",
-                    addr,
-                    source,
-                })?;
-            debug_addr = Some(listener.local_addr().unwrap_or(addr));
+        if let Some((listener, _)) = debug_listener {
             tasks.push(tokio::spawn(debug::serve(listener, shared.clone())));
         }
         let mut events = source.watch();

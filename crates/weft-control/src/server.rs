@@ -7,11 +7,11 @@
 //! per-resource state. On any end of the stream the proxy is unregistered and the reason
 //! counted.
 
-use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
-use tokio::sync::mpsc;
+use tokio::sync::{Semaphore, SemaphorePermit, mpsc};
+use tokio::time::Instant as TokioInstant;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 use tracing::{info, warn};
@@ -19,16 +19,30 @@ use weft_api::ProxyConfig;
 use weft_api::pb::{self, DeltaResponse, ProxyMessage, Resource, ResourceKey, ResourceType};
 
 use crate::Shared;
-use crate::state::{Compiled, Nack, ProxyState};
+use crate::state::{Compiled, Nack, ProxyState, Push, Resources};
 
 /// How long a new stream may take to send its hello.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The size a push's parts are packed to (see `DeltaResponse.more` in discovery.proto).
-/// tonic keeps, per stream, an encode buffer as large as the largest message it sent: with
-/// whole configs as one message, 2,000 proxies kept ~450 MB of idle buffers. Just under
-/// 32 KiB, so a part (with its framing) fits the 32 KiB step the buffer grows to.
-const PART_BYTES: usize = 30 * 1024;
+/// tonic keeps, per stream, an encode buffer as large as the largest message it sent, and
+/// doubles it when a message outgrows it: with whole configs as one message, 2,000 proxies
+/// kept ~450 MB of idle buffers; with 30 KiB parts, ~110 MiB. Below the codec's starting
+/// buffer (8 KiB, weft-api codec.rs; with room for the framing, nonce and the last part's node and config version),
+/// a part fits the buffer every stream keeps anyway.
+const PART_BYTES: usize = 7 * 1024;
+
+/// How many pushes of several parts go out at once. Each stream's parts wait in HTTP/2's
+/// send queue as far as the proxy's flow-control windows allow (megabytes per stream):
+/// with 2,000 proxies taking their first config at once, ~150 MiB of parts sat there. A
+/// push takes its turn until the proxy answers it (or [`PUSH_TURN`] passes); single-part
+/// pushes (an endpoint change) never wait.
+const PUSHES_AT_ONCE: usize = 128;
+static MULTI_PART_PUSHES: Semaphore = Semaphore::const_new(PUSHES_AT_ONCE);
+
+/// The longest a push holds or waits for its turn: a proxy that does not answer (or read)
+/// delays the others by at most this.
+const PUSH_TURN: Duration = Duration::from_secs(5);
 
 pub struct DiscoveryService {
     pub(crate) shared: Arc<Shared>,
@@ -62,11 +76,7 @@ impl pb::discovery_server::Discovery for DiscoveryService {
         })?;
         let (tx, rx) = mpsc::channel(16);
         let shared = self.shared.clone();
-        let held: BTreeMap<String, String> = hello
-            .held
-            .iter()
-            .filter_map(|h| Some((h.key.as_ref()?.display(), h.version.clone())))
-            .collect();
+        let held = Resources::announced(&hello.held);
         tokio::spawn(async move {
             let id = hello.proxy_id.clone();
             let reason = run_session(&shared, &id, session, held, inbound, tx).await;
@@ -81,7 +91,7 @@ async fn run_session(
     shared: &Arc<Shared>,
     id: &str,
     session: u64,
-    held: BTreeMap<String, String>,
+    held: Resources,
     mut inbound: Streaming<ProxyMessage>,
     tx: mpsc::Sender<Result<DeltaResponse, Status>>,
 ) -> String {
@@ -90,11 +100,17 @@ async fn run_session(
         let Some(p) = st.proxies.get_mut(id).filter(|p| p.session == session) else {
             return "replaced by a new connection".into();
         };
-        p.sent = held;
+        // What it announced holding runs there: sent and accepted.
+        p.sent = held.clone();
+        p.acked = held;
         p.wake.clone()
     };
     let mut stop = shared.stop.subscribe();
     let mut nonce = 0u64;
+    // The push awaiting an answer and when it went out (`weft_control_push_duration_seconds`).
+    let mut in_flight: Option<(String, Instant)> = None;
+    // This session's turn at a multi-part push: its nonce, until when, the permit.
+    let mut turn: Option<(String, TokioInstant, SemaphorePermit<'static>)> = None;
     loop {
         let compiled = shared
             .state()
@@ -104,16 +120,36 @@ async fn run_session(
             .and_then(|p| p.compiled.take());
         if let Some(compiled) = compiled {
             nonce += 1;
-            for part in shared.delta(id, session, compiled, nonce) {
-                if tx.send(Ok(part)).await.is_err() {
-                    return "proxy went away".into();
+            if let Some(push) = shared.delta(id, session, compiled, nonce) {
+                if push.groups.len() > 1 {
+                    turn = None;
+                    let permit = tokio::time::timeout(PUSH_TURN, MULTI_PART_PUSHES.acquire()).await;
+                    if let Ok(Ok(permit)) = permit {
+                        let until = TokioInstant::now() + PUSH_TURN;
+                        turn = Some((push.nonce.clone(), until, permit));
+                    }
+                }
+                in_flight = Some((push.nonce.clone(), Instant::now()));
+                shared.metrics.pushed();
+                for part in push.into_parts() {
+                    if tx.send(Ok(part)).await.is_err() {
+                        return "proxy went away".into();
+                    }
                 }
             }
         }
+        let turn_ends = turn.as_ref().map_or_else(TokioInstant::now, |t| t.1);
         tokio::select! {
             () = wake.notified() => {}
+            () = tokio::time::sleep_until(turn_ends), if turn.is_some() => turn = None,
             msg = inbound.message() => match msg {
                 Ok(Some(ProxyMessage { kind: Some(pb::proxy_message::Kind::Ack(ack)) })) => {
+                    // An answer to a push since superseded counts, but is not timed.
+                    let took = in_flight
+                        .take_if(|(n, _)| *n == ack.nonce)
+                        .map(|(_, sent)| sent.elapsed());
+                    shared.metrics.answered(took, !ack.rejected.is_empty());
+                    turn.take_if(|(n, _, _)| *n == ack.nonce);
                     shared.ack(id, session, ack);
                 }
                 Ok(Some(_)) => {
@@ -182,10 +218,11 @@ impl Shared {
                 wake: Arc::default(),
                 compiled_generation: 0,
                 acked_generation: 0,
-                sent: BTreeMap::new(),
-                acked: BTreeMap::new(),
-                nacked: BTreeMap::new(),
+                sent: Resources::default(),
+                acked: Resources::default(),
+                nacked: Default::default(),
                 pending_nonce: None,
+                unanswered: Default::default(),
                 resources_sent: 0,
                 last_error: None,
                 cert_expiry: None,
@@ -222,99 +259,105 @@ impl Shared {
     }
 
     /// The resources of `compiled` whose version differs from what the proxy holds, and
-    /// the names it holds that are gone, as the parts of one push; none when there is
-    /// nothing to send.
+    /// the names it holds that are gone, as one push; none when there is nothing to send.
     fn delta(
         &self,
         id: &str,
         session: u64,
         compiled: Arc<Compiled>,
         nonce: u64,
-    ) -> Vec<DeltaResponse> {
+    ) -> Option<Outgoing> {
         let mut st = self.state();
-        let Some(p) = st.proxies.get_mut(id).filter(|p| p.session == session) else {
-            return Vec::new();
-        };
+        let p = st.proxies.get_mut(id).filter(|p| p.session == session)?;
         let generation = compiled.generation;
         p.compiled_generation = generation;
         p.last_error = None;
-        let mut wanted: BTreeSet<String> = BTreeSet::new();
-        let mut changed: Vec<Resource> = Vec::new();
+        // Resources are compared through the shared `Arc<Resource>`s of the compiled
+        // configs: no per-resource key strings are built for 2,000 proxies on every change.
+        let mut changed: Vec<Arc<Resource>> = Vec::new();
+        // Compiled keys that were sent before (equal or not).
+        let mut present = 0;
         for r in &compiled.resources {
-            let key = r.key.as_ref().map(ResourceKey::display).unwrap_or_default();
-            if p.sent.get(&key) != Some(&r.version) {
-                changed.push(Resource::clone(r));
+            let sent = p.sent.get(r);
+            present += usize::from(sent.is_some());
+            match sent {
+                Some(s) if s.version == r.version => {
+                    if !Arc::ptr_eq(s, r) {
+                        // Hold the compiled copy, not an older equal one (or a stand-in
+                        // for what the hello announced), in both sets.
+                        if p.acked.get(r).is_some_and(|a| a.version == r.version) {
+                            p.acked.insert(r.clone());
+                        }
+                        p.sent.insert(r.clone());
+                    }
+                }
+                _ => changed.push(r.clone()),
             }
-            wanted.insert(key);
         }
-        let removed: Vec<ResourceKey> = p
-            .sent
-            .keys()
-            .filter(|k| !wanted.contains(*k))
-            .filter_map(|k| wanted_key(k))
-            .collect();
+        // Keys are unique in a config: when every key sent is still there, nothing is
+        // removed, and the common case builds no set.
+        let mut removed: Vec<ResourceKey> = Vec::new();
+        if present < p.sent.len() {
+            let mut wanted = Resources::default();
+            compiled
+                .resources
+                .iter()
+                .for_each(|r| wanted.insert(r.clone()));
+            let gone: Vec<Arc<Resource>> = p
+                .sent
+                .iter()
+                .filter(|r| !wanted.contains(r))
+                .cloned()
+                .collect();
+            for r in gone {
+                p.sent.remove(&r);
+                p.acked.remove(&r);
+                if let Some(k) = &r.key {
+                    p.nacked.remove(&k.display());
+                    removed.push(k.clone());
+                }
+            }
+        }
         let node_changed = p.config.as_ref().is_none_or(|c| c.node != compiled.node);
         if changed.is_empty() && removed.is_empty() && !node_changed {
             if p.pending_nonce.is_none() {
                 p.acked_generation = generation;
             }
             p.config = Some(compiled);
-            return Vec::new();
+            return None;
         }
         let node = serde_json::to_vec(&compiled.node).unwrap_or_default();
         p.config_version = compiled.version.clone();
         p.resources_sent += changed.len() as u64;
         for r in &changed {
-            if let Some(k) = &r.key {
-                p.sent.insert(k.display(), r.version.clone());
-            }
-        }
-        for k in &removed {
-            let name = k.display();
-            p.sent.remove(&name);
-            p.acked.remove(&name);
-            p.nacked.remove(&name);
+            p.sent.insert(r.clone());
         }
         let nonce = format!("{nonce}-{generation}");
-        p.pending_nonce = Some(nonce.clone());
+        p.pushed(Push {
+            nonce: nonce.clone(),
+            resources: changed.clone(),
+        });
         let config_version = compiled.version.clone();
         p.config = Some(compiled);
         drop(st);
-        let mut parts: Vec<DeltaResponse> = pack(changed, PART_BYTES)
-            .into_iter()
-            .map(|resources| DeltaResponse {
-                nonce: nonce.clone(),
-                resources,
-                more: true,
-                ..DeltaResponse::default()
-            })
-            .collect();
-        if parts.is_empty() {
-            parts.push(DeltaResponse {
-                nonce,
-                ..DeltaResponse::default()
-            });
-        }
-        if let Some(last) = parts.last_mut() {
-            last.removed = removed;
-            last.config_version = config_version;
-            last.node = node;
-            last.more = false;
-        }
-        parts
+        Some(Outgoing {
+            nonce,
+            groups: pack(changed, PART_BYTES),
+            removed,
+            config_version,
+            node,
+        })
     }
-
     fn ack(&self, id: &str, session: u64, ack: pb::Ack) {
         let mut st = self.state();
         let Some(p) = st.proxies.get_mut(id).filter(|p| p.session == session) else {
             return;
         };
-        for a in &ack.accepted {
-            if let Some(k) = &a.key {
-                p.nacked.remove(&k.display());
-                p.acked.insert(k.display(), a.version.clone());
-            }
-        }
+        // What the push carried is accepted except what the ACK rejects (`Ack.accepted`
+        // is no longer read: see discovery.proto).
+        let rejected: Vec<ResourceKey> =
+            ack.rejected.iter().filter_map(|r| r.key.clone()).collect();
+        let latest = p.answered(&ack.nonce, &rejected);
         for r in &ack.rejected {
             let Some(k) = &r.key else { continue };
             let origins = p
@@ -332,13 +375,58 @@ impl Shared {
                 },
             );
         }
-        if p.pending_nonce.as_deref() == Some(ack.nonce.as_str()) {
-            p.pending_nonce = None;
+        if latest {
             // Answered: what it accepted runs; what it refused is reported per object.
             p.acked_generation = p.compiled_generation;
         }
         drop(st);
         self.notify_status();
+    }
+}
+
+/// One push, packed into groups of resources (one part each) that are copied into
+/// messages only as they are sent.
+struct Outgoing {
+    nonce: String,
+    groups: Vec<Vec<Arc<Resource>>>,
+    removed: Vec<ResourceKey>,
+    config_version: String,
+    node: Vec<u8>,
+}
+
+impl Outgoing {
+    /// Its parts: removals, config version and node travel with the last (a push of no
+    /// resources is that part alone).
+    fn into_parts(self) -> impl Iterator<Item = DeltaResponse> {
+        let Outgoing {
+            nonce,
+            mut groups,
+            removed,
+            config_version,
+            node,
+        } = self;
+        if groups.is_empty() {
+            groups.push(Vec::new());
+        }
+        let count = groups.len();
+        let mut last = Some((removed, config_version, node));
+        groups.into_iter().enumerate().map(move |(i, group)| {
+            let mut part = DeltaResponse {
+                nonce: nonce.clone(),
+                resources: group.iter().map(|r| Resource::clone(r)).collect(),
+                more: true,
+                ..DeltaResponse::default()
+            };
+            if i + 1 == count
+                && let Some((removed, config_version, node)) = last.take()
+            {
+                part.removed = removed;
+                part.config_version = config_version;
+                part.node = node;
+                part.more = false;
+            }
+            part
+        })
     }
 }
 
@@ -359,7 +447,7 @@ pub fn resources_of(config: &ProxyConfig) -> Result<Vec<Resource>, serde_json::E
 
 /// `resources` in order, in groups of at most `limit` encoded bytes (a larger resource
 /// makes a group of its own).
-fn pack(resources: Vec<Resource>, limit: usize) -> Vec<Vec<Resource>> {
+fn pack(resources: Vec<Arc<Resource>>, limit: usize) -> Vec<Vec<Arc<Resource>>> {
     let mut groups = Vec::new();
     let mut group = Vec::new();
     let mut size = 0;
@@ -377,18 +465,6 @@ fn pack(resources: Vec<Resource>, limit: usize) -> Vec<Vec<Resource>> {
         groups.push(group);
     }
     groups
-}
-
-/// Parse `type/name` back into a key.
-fn wanted_key(display: &str) -> Option<ResourceKey> {
-    let (kind, name) = display.split_once('/')?;
-    let kind = match kind {
-        "listener" => ResourceType::Listener,
-        "route_table" => ResourceType::RouteTable,
-        "cluster" => ResourceType::Cluster,
-        _ => return None,
-    };
-    Some(ResourceKey::new(kind, name))
 }
 
 /// The config objects (`Kind/namespace/name`) a resource of `compiled` came from.
@@ -428,15 +504,15 @@ fn collect_origins(v: &serde_json::Value, out: &mut Vec<String>) {
 mod tests {
     use super::*;
 
-    fn resource(name: &str, body_len: usize) -> Resource {
-        Resource {
+    fn resource(name: &str, body_len: usize) -> Arc<Resource> {
+        Arc::new(Resource {
             key: Some(ResourceKey::new(ResourceType::Cluster, name)),
             version: "v".into(),
             body: vec![b'x'; body_len].into(),
-        }
+        })
     }
 
-    fn names(groups: &[Vec<Resource>]) -> Vec<Vec<String>> {
+    fn names(groups: &[Vec<Arc<Resource>>]) -> Vec<Vec<String>> {
         groups
             .iter()
             .map(|g| {
@@ -464,5 +540,34 @@ mod tests {
             [vec!["a", "b"], vec!["c"], vec!["big"], vec!["d"]]
         );
         assert!(pack(Vec::new(), 1000).is_empty());
+    }
+
+    #[test]
+    fn the_last_part_carries_removals_version_and_node() {
+        let push = |groups| Outgoing {
+            nonce: "1-1".into(),
+            groups,
+            removed: vec![ResourceKey::new(ResourceType::Cluster, "gone")],
+            config_version: "v9".into(),
+            node: b"{}".to_vec(),
+        };
+        let parts: Vec<DeltaResponse> = push(vec![
+            vec![resource("a", 1), resource("b", 1)],
+            vec![resource("c", 1)],
+        ])
+        .into_parts()
+        .collect();
+        assert_eq!(parts.len(), 2);
+        assert!(parts[0].more && parts[0].removed.is_empty() && parts[0].node.is_empty());
+        assert_eq!(parts[0].resources.len(), 2);
+        assert!(!parts[1].more);
+        assert_eq!(parts[1].removed.len(), 1);
+        assert_eq!(parts[1].config_version, "v9");
+        assert!(parts.iter().all(|p| p.nonce == "1-1"));
+        // Nothing but removals: one part.
+        let parts: Vec<DeltaResponse> = push(Vec::new()).into_parts().collect();
+        assert_eq!(parts.len(), 1);
+        assert!(!parts[0].more && parts[0].resources.is_empty());
+        assert_eq!(parts[0].removed.len(), 1);
     }
 }

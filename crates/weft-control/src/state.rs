@@ -1,7 +1,7 @@
 //! The control plane's state: config objects and their status, the registry, connected
 //! proxies and what each was sent and acknowledged.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -12,6 +12,9 @@ use weft_api::pb::{Resource, ResourceType};
 use weft_compile::{Registry, WorkloadInstance};
 
 use crate::affected::Change;
+
+mod sent;
+pub use sent::{Push, Resources, parse_key};
 
 /// A registry entry with what its proxy's hello announced laid over it.
 pub fn overlay(mut instance: WorkloadInstance, hello: &weft_api::pb::Hello) -> WorkloadInstance {
@@ -43,6 +46,9 @@ pub struct Compiled {
     /// The generation of the inputs it was compiled from.
     pub generation: u64,
     pub resources: Vec<Arc<Resource>>,
+    /// How `version` was hashed, so that the next config of this proxy rehashes only what
+    /// follows its first changed resource.
+    pub trail: weft_compile::VersionTrail,
 }
 
 impl Compiled {
@@ -120,11 +126,16 @@ pub struct ProxyState {
     /// The generation of the last push it answered (ACK or NACK).
     #[serde(skip)]
     pub acked_generation: u64,
-    /// Per resource (`type/name`): the version sent.
-    pub sent: BTreeMap<String, String>,
-    pub acked: BTreeMap<String, String>,
+    /// Per resource: the version sent (what it holds once it answers).
+    pub sent: Resources,
+    /// Per resource: the version it accepted (or announced holding when it connected).
+    pub acked: Resources,
     pub nacked: BTreeMap<String, Nack>,
     pub pending_nonce: Option<String>,
+    /// Pushes not answered yet, oldest first: an ACK names only its nonce and what was
+    /// rejected, so what it accepted is read from here.
+    #[serde(skip)]
+    pub unanswered: VecDeque<Push>,
     /// Resources sent on this connection (unchanged ones are never resent).
     pub resources_sent: u64,
     pub last_error: Option<String>,
@@ -309,29 +320,30 @@ impl State {
     /// announced (labels, address, service account) laid over their entries. True when
     /// it changed.
     pub fn set_registry(&mut self, instances: Vec<WorkloadInstance>) -> bool {
-        let old: HashMap<String, &WorkloadInstance> = self
-            .registry
-            .instances
-            .iter()
-            .map(|i| (i.proxy_id(), i))
-            .collect();
+        // Compared through `positions` (id -> index of the current registry): this runs on
+        // every registry change, with thousands of instances.
+        let ids: Vec<String> = instances.iter().map(WorkloadInstance::proxy_id).collect();
         let mut changed: BTreeSet<String> = BTreeSet::new();
-        for i in &instances {
-            let id = i.proxy_id();
-            if old.get(&id).is_none_or(|o| *o != i) {
-                changed.insert(id);
+        for (id, i) in ids.iter().zip(&instances) {
+            let old = self
+                .positions
+                .get(id)
+                .and_then(|&n| self.registry.instances.get(n));
+            if old != Some(i) {
+                changed.insert(id.clone());
             }
         }
-        let ids: BTreeSet<String> = instances.iter().map(|i| i.proxy_id()).collect();
-        changed.extend(old.into_keys().filter(|id| !ids.contains(id)));
+        let current: HashSet<&str> = ids.iter().map(String::as_str).collect();
+        changed.extend(
+            self.positions
+                .keys()
+                .filter(|id| !current.contains(id.as_str()))
+                .cloned(),
+        );
         if changed.is_empty() && self.positions.len() == instances.len() {
             return false;
         }
-        self.positions = instances
-            .iter()
-            .enumerate()
-            .map(|(n, i)| (i.proxy_id(), n))
-            .collect();
+        self.positions = ids.into_iter().enumerate().map(|(n, id)| (id, n)).collect();
         self.registry = Arc::new(Registry { instances });
         self.pending.instances.extend(changed);
         self.generation += 1;
@@ -430,7 +442,14 @@ impl State {
                     namespace,
                     name,
                     origin: origin.clone(),
-                    status: "error".into(),
+                    // An object its file names is rejected (with the field and reason); a
+                    // file that does not load at all is an error.
+                    status: if d.resource.is_some() {
+                        "rejected"
+                    } else {
+                        "error"
+                    }
+                    .into(),
                     errors: vec![FieldError::from(d)],
                     programmed: 0,
                     proxies,

@@ -99,6 +99,7 @@ async fn proxy(control: SocketAddr) -> (Running, Arc<Mutex<XdsStats>>) {
         labels: Default::default(),
         service_account: String::new(),
         workload_address: String::new(),
+        admin_address: String::new(),
         backoff: Backoff::new(Duration::from_millis(50), Duration::from_millis(500)),
     });
     let stats = client.stats();

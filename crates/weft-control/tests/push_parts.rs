@@ -74,6 +74,7 @@ async fn start(inbound: Option<u16>) -> (ControlPlane, Running, Arc<Mutex<XdsSta
         labels: Default::default(),
         service_account: String::new(),
         workload_address: String::new(),
+        admin_address: String::new(),
         backoff: Backoff::new(Duration::from_millis(50), Duration::from_millis(500)),
     });
     let stats = client.stats();

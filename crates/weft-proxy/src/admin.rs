@@ -5,7 +5,8 @@
 //! - `GET /live`: 200 while the process runs.
 //! - `GET /config_dump`: the live `ProxyConfig` as JSON with its version, when it was
 //!   applied, the bound listeners and the last rejected config's error.
-//! - `GET /stats/prometheus`: the edge counters (connections, rejected configs, ...).
+//! - `GET /stats/prometheus`: OpenMetrics text: Istio's standard metrics and the proxy's
+//!   health (connections, clusters, certificate, config pushes, ...).
 //! - `POST /quitquitquit`: drain with the configured grace, then exit.
 //! - `GET /logging`, `POST /logging?level=debug`: show or change the log filter.
 
@@ -25,6 +26,8 @@ use tokio::net::TcpListener;
 use tracing::{Instrument, debug, info, info_span, warn};
 
 use crate::app::Inner;
+use crate::telemetry::metrics::encode;
+use crate::telemetry::metrics::health::{self, Family, Type};
 
 /// Changes the process's log filter at runtime (the binary implements it with
 /// tracing-subscriber's reload handle; the library does not pick a subscriber).
@@ -149,116 +152,156 @@ fn config_dump(inner: &Inner) -> Response<Body> {
     }
 }
 
+/// Everything as OpenMetrics text through prometheus-client: the edge and mesh counters,
+/// per-cluster and control-plane health, then Istio's standard metrics.
 fn stats(inner: &Inner) -> Response<Body> {
+    let rt = inner.rt.load();
+    let hub = rt.telemetry().hub().clone();
+    hub.metrics.series.expire_idle();
+    let mut families = edge_stats(inner);
+    families.extend(mesh_stats(inner));
+    let mut clusters = health::clusters(rt.clusters());
+    for f in &mut clusters {
+        f.samples.sort_by(|a, b| a.labels.cmp(&b.labels));
+    }
+    families.extend(clusters);
+    families.push(Family::counter(
+        "weft_rate_limited_requests_total",
+        "Requests answered 429 by a local rate limit (RL), while Istio metrics are on.",
+        hub.metrics.rate_limited(),
+    ));
+    if let Some(xds) = hub.metrics.xds() {
+        families.extend(health::xds(&xds));
+    }
+    match encode::render(hub, families) {
+        Ok(body) => {
+            let mut resp = text(StatusCode::OK, body);
+            resp.headers_mut().insert(
+                header::CONTENT_TYPE,
+                http::HeaderValue::from_static(encode::CONTENT_TYPE),
+            );
+            resp
+        }
+        Err(_) => text(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "cannot encode the metrics\n".into(),
+        ),
+    }
+}
+
+/// Configs and connections at the edge.
+fn edge_stats(inner: &Inner) -> Vec<Family> {
     let s = &inner.shared.stats;
     let status = inner.status.borrow();
     let load = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
-    let rows: [(&str, &str, &str, u64); 8] = [
-        (
+    let mut families = vec![
+        Family::counter(
             "weft_config_applied_total",
-            "counter",
             "Configs applied.",
             status.applied_total,
         ),
-        (
+        Family::counter(
             "weft_config_rejected_total",
-            "counter",
             "Configs rejected (the previous one stayed in force).",
             status.rejected_total,
         ),
+    ];
+    if let Some(applied) = &status.applied {
+        families.push(
+            Family::new(
+                "weft_config_info",
+                "The version of the config in force (value 1).",
+                Type::Gauge,
+            )
+            .sample(vec![("version", applied.version.clone())], 1),
+        );
+        let at = applied
+            .at
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        families.push(Family::gauge(
+            "weft_config_applied_timestamp_seconds",
+            "Unix time at which the config in force was applied.",
+            i64::try_from(at).unwrap_or(i64::MAX),
+        ));
+    }
+    let counters: [(&str, &'static str, u64); 6] = [
         (
             "weft_downstream_connections_total",
-            "counter",
             "Connections accepted.",
             load(&s.connections_total),
         ),
         (
-            "weft_downstream_connections_active",
-            "gauge",
-            "Connections open.",
-            inner.shared.tracker.active() as u64,
-        ),
-        (
             "weft_downstream_connection_errors_total",
-            "counter",
             "Connections that ended with an error.",
             load(&s.connection_errors_total),
         ),
         (
             "weft_blackholed_connections_total",
-            "counter",
             "Connections no chain took, closed by a Blackhole fallback.",
             load(&s.blackholed_total),
         ),
         (
             "weft_passthrough_loops_total",
-            "counter",
             "Passthrough connections refused because they would dial the proxy itself.",
             load(&s.passthrough_loops_total),
         ),
         (
             "weft_protocol_detection_timeouts_total",
-            "counter",
             "Connections whose client sent nothing before the detection timeout.",
             load(&s.detect_timeouts_total),
         ),
-    ];
-    let mut out = String::new();
-    for (name, kind, help, value) in rows {
-        let _ = writeln!(
-            out,
-            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
-        );
-    }
-    mesh_stats(&mut out, inner);
-    let mut resp = text(StatusCode::OK, out);
-    resp.headers_mut().insert(
-        header::CONTENT_TYPE,
-        http::HeaderValue::from_static("text/plain; version=0.0.4"),
-    );
-    resp
-}
-
-/// Mesh mTLS: the certificate (expiry as a Unix time, so alerts compute the margin), the
-/// manager's counters, the tunnel and PeerAuthentication counters.
-fn mesh_stats(out: &mut String, inner: &Inner) {
-    let s = &inner.shared.stats;
-    let mesh = &inner.shared.mesh;
-    let load = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
-    let mut rows: Vec<(&str, &str, &str, i64)> = Vec::new();
-    let as_i64 = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
-    if let Some(identity) = mesh.identity() {
-        let expiry = identity
-            .not_after
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| as_i64(d.as_secs()));
-        rows.push((
-            "weft_certificate_expiry_seconds",
-            "gauge",
-            "Unix time at which the workload certificate (leaf notAfter) expires.",
-            expiry,
-        ));
-    }
-    if let Some(source) = &inner.options.identity {
-        rows.push((
-            "weft_certificate_issued_total",
-            "counter",
-            "Workload certificates obtained (from the CA or reloaded from files).",
-            as_i64(source.stats.issued()),
-        ));
-        rows.push((
-            "weft_certificate_failures_total",
-            "counter",
-            "Failed attempts to obtain or load a workload certificate.",
-            as_i64(source.stats.failures()),
-        ));
-    }
-    let counters: [(&str, &str, u64); 8] = [
         (
             "weft_inbound_plaintext_refused_total",
             "Plaintext connections closed on ports whose PeerAuthentication is STRICT.",
             load(&s.plaintext_refused_total),
         ),
+    ];
+    families.extend(
+        counters
+            .into_iter()
+            .map(|(n, h, v)| Family::counter(n, h, v)),
+    );
+    families.push(Family::gauge(
+        "weft_downstream_connections_active",
+        "Connections open.",
+        i64::try_from(inner.shared.tracker.active()).unwrap_or(i64::MAX),
+    ));
+    families
+}
+
+/// Mesh mTLS: the certificate (expiry as a Unix time, so alerts compute the margin), the
+/// manager's counters, the tunnel and PeerAuthentication counters.
+fn mesh_stats(inner: &Inner) -> Vec<Family> {
+    let s = &inner.shared.stats;
+    let mesh = &inner.shared.mesh;
+    let load = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
+    let as_i64 = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+    let mut families = Vec::new();
+    if let Some(identity) = mesh.identity() {
+        let expiry = identity
+            .not_after
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| as_i64(d.as_secs()));
+        families.push(Family::gauge(
+            "weft_certificate_expiry_seconds",
+            "Unix time at which the workload certificate (leaf notAfter) expires.",
+            expiry,
+        ));
+    }
+    if let Some(source) = &inner.options.identity {
+        families.push(Family::counter(
+            "weft_certificate_issued_total",
+            "Workload certificates obtained (from the CA or reloaded from files).",
+            source.stats.issued(),
+        ));
+        families.push(Family::counter(
+            "weft_certificate_failures_total",
+            "Failed attempts to obtain or load a workload certificate.",
+            source.stats.failures(),
+        ));
+    }
+    let counters: [(&str, &'static str, u64); 7] = [
         (
             "weft_inbound_mtls_connections_total",
             "Mesh mTLS connections terminated on service ports.",
@@ -295,23 +338,17 @@ fn mesh_stats(out: &mut String, inner: &Inner) {
             load(&mesh.stats.streams_total),
         ),
     ];
-    rows.extend(
+    families.extend(
         counters
-            .iter()
-            .map(|(n, h, v)| (*n, "counter", *h, as_i64(*v))),
+            .into_iter()
+            .map(|(n, h, v)| Family::counter(n, h, v)),
     );
-    rows.push((
+    families.push(Family::gauge(
         "weft_mesh_connections_active",
-        "gauge",
         "Open mTLS connections to peer proxies.",
         as_i64(mesh.open_connections() as u64),
     ));
-    for (name, kind, help, value) in rows {
-        let _ = writeln!(
-            out,
-            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
-        );
-    }
+    families
 }
 
 fn quit(inner: &Arc<Inner>) -> Response<Body> {
@@ -442,6 +479,69 @@ mod tests {
         assert_eq!(rfc3339(UNIX_EPOCH), "1970-01-01T00:00:00.000Z");
         let t = UNIX_EPOCH + Duration::from_millis(1_709_210_096_250);
         assert_eq!(rfc3339(t), "2024-02-29T12:34:56.250Z");
+    }
+
+    /// The whole `/stats/prometheus` output, edge counters and Istio series together,
+    /// read strictly as a scraper would.
+    #[tokio::test]
+    async fn stats_are_openmetrics_with_istio_and_health_metrics() {
+        use crate::telemetry::metrics::fixture::Fixture;
+        use crate::telemetry::metrics::textcheck;
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+        let config = weft_api::ProxyConfig {
+            version: "v7".into(),
+            ..Default::default()
+        };
+        let options = crate::app::ProxyOptions {
+            admin: "127.0.0.1:0".parse().unwrap(),
+            ..Default::default()
+        };
+        let running = crate::app::build(options, crate::source::StaticSource::new(config))
+            .await
+            .unwrap();
+        let mut status = running.status();
+        let ready = tokio::time::timeout(Duration::from_secs(10), status.wait_for(|s| s.ready));
+        assert!(ready.await.is_ok_and(|r| r.is_ok()), "proxy never ready");
+        let rt = running.runtime().load_full();
+        let f = Fixture::client();
+        rt.telemetry().record_http(&f.http(true, 200));
+
+        let mut conn = tokio::net::TcpStream::connect(running.admin_addr())
+            .await
+            .unwrap();
+        conn.write_all(b"GET /stats/prometheus HTTP/1.1\r\nhost: a\r\nconnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        let mut raw = String::new();
+        conn.read_to_string(&mut raw).await.unwrap();
+        let (head, body) = raw.split_once("\r\n\r\n").unwrap();
+        assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+        assert!(
+            head.to_ascii_lowercase().contains(
+                "content-type: application/openmetrics-text; version=1.0.0; charset=utf-8"
+            ),
+            "{head}"
+        );
+        let e = textcheck::parse(body).unwrap_or_else(|e| panic!("{e}\n{body}"));
+        assert_eq!(
+            e.value(
+                "istio_requests_total",
+                &[("reporter", "source"), ("destination_workload", "cart-v1")]
+            ),
+            1.0
+        );
+        assert_eq!(e.value("weft_config_applied_total", &[]), 1.0);
+        assert_eq!(e.value("weft_config_info", &[("version", "v7")]), 1.0);
+        assert_eq!(e.value("weft_downstream_connections_total", &[]), 0.0);
+        assert_eq!(e.families["weft_downstream_connections_active"], "gauge");
+        // Names the existing tests read line by line keep their form.
+        assert!(body.contains("\nweft_mesh_connections_total 0\n"), "{body}");
+        assert!(
+            body.contains("\nweft_rate_limited_requests_total 0\n"),
+            "{body}"
+        );
+        running.drain(Duration::from_millis(10)).await;
     }
 
     #[test]

@@ -141,6 +141,7 @@ impl ControlArgs {
             labels,
             service_account: self.service_account.clone().unwrap_or_default(),
             workload_address: self.address.clone().unwrap_or_default(),
+            admin_address: String::new(),
             backoff: Backoff::new(Duration::from_millis(200), Duration::from_secs(15)),
         })
     }
@@ -221,8 +222,18 @@ pub async fn serve_control(
             stats: stats.clone(),
         }),
     };
-    let (client, source) = XdsClient::new(xds);
+    let (mut client, source) = XdsClient::new(xds);
     let running = app::build(options, source).await?;
+    // Known only once bound (the port may be 0).
+    client.announce_admin_address(running.admin_addr());
+    // Push, ACK and NACK counters on /stats/prometheus.
+    running
+        .runtime()
+        .load()
+        .telemetry()
+        .hub()
+        .metrics
+        .attach_xds(client.stats());
     info!(admin = %running.admin_addr(), id = %process.id, %control, "weft proxy started");
     tokio::spawn(client.run(running.status()));
     tokio::spawn(run_identity(

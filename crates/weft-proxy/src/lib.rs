@@ -24,6 +24,7 @@ pub mod redirect;
 pub mod runtime;
 pub mod source;
 mod sys;
+pub mod telemetry;
 pub mod upstream;
 pub mod xds;
 

@@ -12,6 +12,7 @@ use weft_api::ProxyConfig;
 
 use crate::http::ratelimit::Limiters;
 use crate::http::route::CompiledTable;
+use crate::telemetry::{Hub, Telemetry};
 use crate::upstream;
 
 /// Mirrored requests in flight at once, per proxy; more are dropped (mirrors are best
@@ -42,6 +43,7 @@ pub struct Runtime {
     clusters: upstream::Clusters,
     limiters: Limiters,
     mirrors: Arc<tokio::sync::Semaphore>,
+    telemetry: Arc<Telemetry>,
 }
 
 impl Runtime {
@@ -53,6 +55,7 @@ impl Runtime {
             clusters: upstream::Clusters::default(),
             limiters: Limiters::default(),
             mirrors: Arc::new(tokio::sync::Semaphore::new(MIRROR_CONCURRENCY)),
+            telemetry: Arc::new(Telemetry::empty(Arc::new(Hub::default()))),
         }
     }
 
@@ -89,7 +92,12 @@ impl Runtime {
         }
         let clusters = upstream::Clusters::build(&config, previous.map(|p| &p.clusters));
         let limiters = Limiters::build(&config, previous.map(|p| &p.limiters));
+        // Metric series and exporter queues outlive configs: the hub is inherited.
+        let hub = previous.map_or_else(|| Arc::new(Hub::default()), |p| p.telemetry.hub().clone());
+        let telemetry = Arc::new(Telemetry::build(&config.node, hub));
+        clusters.mesh().set_local_metadata(telemetry.local_header());
         Ok(Runtime {
+            telemetry,
             tables,
             clusters,
             limiters,
@@ -106,6 +114,10 @@ impl Runtime {
 
     pub fn route_table(&self, name: &str) -> Option<&CompiledTable> {
         self.tables.get(name)
+    }
+
+    pub fn telemetry(&self) -> &Arc<Telemetry> {
+        &self.telemetry
     }
 
     pub fn limiters(&self) -> &Limiters {

@@ -38,6 +38,8 @@ enum Command {
     Up(cmd::up::Args),
     /// Stop a running `weft up` (from another terminal).
     Down(cmd::down::Args),
+    /// Generate files for other tools: `weft generate monitoring` (Grafana, Prometheus).
+    Generate(cmd::generate::Args),
 }
 
 fn main() -> ExitCode {
@@ -51,5 +53,6 @@ fn main() -> ExitCode {
         Command::ProxyConfig(args) => cmd::status::proxy_config(args),
         Command::Up(args) => cmd::up::run(args),
         Command::Down(args) => cmd::down::run(args),
+        Command::Generate(args) => cmd::generate::run(args),
     }
 }

@@ -26,6 +26,8 @@
 
 #[path = "shop_e2e/checks.rs"]
 mod checks;
+#[path = "shop_e2e/explicit.rs"]
+mod explicit;
 #[path = "shop_e2e/harness.rs"]
 mod harness;
 #[path = "shop_e2e/http.rs"]
@@ -35,63 +37,13 @@ mod resilience;
 #[path = "shop_e2e/transparent.rs"]
 mod transparent;
 
-use std::collections::BTreeMap;
-use std::net::SocketAddr;
 use std::path::Path;
-use std::sync::Arc;
 
 use serde_json::Value;
 
+use explicit::Explicit;
 use harness::{MeshUnderTest, Mode, Up};
-use http::{InsideClient, Req, ViaHttpProxy};
-
-/// Explicit capture (the default, no root): each replica on its own loopback address,
-/// applications reach services through their proxy as `HTTP_PROXY`.
-struct Explicit {
-    /// A loopback /24 of its own, so other tests running at once do not meet this one.
-    net: String,
-}
-
-impl Explicit {
-    fn new() -> Explicit {
-        let pid = std::process::id();
-        Explicit {
-            net: format!("127.{}.{}", 200 + pid % 50, (pid / 50) % 250 + 1),
-        }
-    }
-}
-
-impl Mode for Explicit {
-    fn name(&self) -> &'static str {
-        "explicit"
-    }
-
-    fn up_args(&self) -> Vec<String> {
-        vec![
-            "--loopback-net".into(),
-            self.net.clone(),
-            "--gateway-address".into(),
-            format!("{}.250", self.net),
-            "--debug".into(),
-            "127.0.0.1:0".into(),
-        ]
-    }
-
-    fn inside_client(&self, state: &Value) -> Arc<dyn InsideClient> {
-        // Each application's HTTP_PROXY: its proxy's outbound port on the replica's address.
-        let proxies: BTreeMap<String, SocketAddr> = state["processes"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter(|p| p["role"] == "app")
-            .filter_map(|p| {
-                let addr = format!("{}:15001", p["address"].as_str()?).parse().ok()?;
-                Some((p["replica"].as_str()?.to_string(), addr))
-            })
-            .collect();
-        Arc::new(ViaHttpProxy { proxies })
-    }
-}
+use http::Req;
 
 /// Checks 1-7 against one running mesh, in an order where each leaves the mesh as it
 /// found it (live edits are undone before the next check).

@@ -8,6 +8,7 @@ mod networking;
 pub mod rules;
 mod security;
 mod telemetry;
+mod telemetry_text;
 
 use crate::diag::{Diagnostic, Severity, codes};
 use crate::kinds::Body;

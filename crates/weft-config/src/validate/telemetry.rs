@@ -5,6 +5,7 @@ use std::collections::BTreeSet;
 use super::Report;
 use super::rules::{is_dns1123_label, is_port};
 use super::security::policy_scope;
+use super::telemetry_text;
 use crate::kinds::istio::*;
 use crate::path::FieldPath;
 
@@ -127,6 +128,15 @@ pub fn telemetry(t: &Telemetry, r: &mut Report) {
                         )
                         .hint("give a CEL expression, e.g. `value: request.host`");
                     }
+                    (TagOperation::Upsert, Some(value)) => {
+                        telemetry_text::expression(
+                            r,
+                            tp.key("value"),
+                            value,
+                            &format!("tagOverrides value for `{tag}`"),
+                            true,
+                        );
+                    }
                     (TagOperation::Remove, Some(_)) => {
                         r.error(
                             tp.key("value"),
@@ -143,15 +153,22 @@ pub fn telemetry(t: &Telemetry, r: &mut Report) {
     for (i, a) in t.access_logging.iter().enumerate() {
         let at = spec().key("accessLogging").index(i);
         providers(&a.providers, at.key("providers"), r);
-        if a.filter
-            .as_ref()
-            .is_some_and(|f| f.expression.trim().is_empty())
-        {
-            r.error(
-                at.key("filter").key("expression"),
-                "filter expression must not be empty",
-            )
-            .hint("write a CEL expression, e.g. `response.code >= 400`, or remove `filter`");
+        if let Some(f) = &a.filter {
+            if f.expression.trim().is_empty() {
+                r.error(
+                    at.key("filter").key("expression"),
+                    "filter expression must not be empty",
+                )
+                .hint("write a CEL expression, e.g. `response.code >= 400`, or remove `filter`");
+            } else {
+                telemetry_text::expression(
+                    r,
+                    at.key("filter").key("expression"),
+                    &f.expression,
+                    "access log filter",
+                    false,
+                );
+            }
         }
     }
 }
@@ -408,11 +425,13 @@ pub fn mesh_config(m: &MeshConfig, at: FieldPath, r: &mut Report) {
             }
         }
     }
+    access_log_settings(m, &at, r);
     if let Some(d) = &m.default_providers {
+        let metrics = d.metrics.as_deref().unwrap_or_default();
         for (field, list) in [
-            ("metrics", &d.metrics),
-            ("tracing", &d.tracing),
-            ("accessLogging", &d.access_logging),
+            ("metrics", metrics),
+            ("tracing", d.tracing.as_slice()),
+            ("accessLogging", d.access_logging.as_slice()),
         ] {
             for (i, name) in list.iter().enumerate() {
                 if !m.has_provider(name) {
@@ -424,6 +443,44 @@ pub fn mesh_config(m: &MeshConfig, at: FieldPath, r: &mut Report) {
                         "add it to `extensionProviders`, or use a built-in provider (prometheus, envoy, stackdriver)",
                     );
                 }
+            }
+        }
+    }
+}
+
+/// `accessLogFormat` (a format, or a JSON object of formats under `accessLogEncoding:
+/// JSON`) and the log formats of access-log providers.
+fn access_log_settings(m: &MeshConfig, at: &FieldPath, r: &mut Report) {
+    if let Some(f) = m.access_log_format.as_deref().filter(|f| !f.is_empty()) {
+        if m.access_log_encoding() == AccessLogEncoding::Json {
+            telemetry_text::json_format(r, at.key("accessLogFormat"), f, "accessLogFormat");
+        } else {
+            telemetry_text::format(r, at.key("accessLogFormat"), f, "accessLogFormat");
+        }
+    }
+    for (i, p) in m.extension_providers.iter().enumerate() {
+        for (field, kind, body) in p.bodies() {
+            let allowed: &[&str] = match kind {
+                ProviderKind::FileAccessLog => &["path", "logFormat"],
+                ProviderKind::OtelAls => &["service", "port", "logName", "logFormat"],
+                _ => continue,
+            };
+            let pa = at.key("extensionProviders").index(i).key(field);
+            let Some(obj) = body.as_object() else {
+                continue;
+            };
+            for key in obj.keys().filter(|k| !allowed.contains(&k.as_str())) {
+                let d = r.error(
+                    pa.key(key.clone()),
+                    format!("unknown field `{key}` in {field}"),
+                );
+                d.hint = Some(match crate::telemetry_expr::suggest(key, allowed) {
+                    Some(s) => format!("did you mean `{s}`?"),
+                    None => format!("{field} has {}", allowed.join(", ")),
+                });
+            }
+            if let Some(format) = obj.get("logFormat") {
+                telemetry_text::provider_log_format(r, pa.key("logFormat"), format);
             }
         }
     }

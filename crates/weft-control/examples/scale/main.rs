@@ -18,6 +18,7 @@
 mod mesh;
 mod serve;
 mod sim;
+mod sizes;
 
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader, Write};
@@ -58,6 +59,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     match args.get(1).map(String::as_str) {
         Some("serve") => runtime.block_on(serve::serve(&args, shape)),
         Some("run") => runtime.block_on(run(&args, shape)),
+        Some("sizes") => sizes::sizes(shape),
         _ => {
             eprintln!("usage: scale run [--scoped] [--services N] [--proxies-per-service N] ...");
             std::process::exit(2);
@@ -169,7 +171,11 @@ async fn run(args: &[String], shape: mesh::Shape) -> Result<(), Box<dyn std::err
         stdin,
         stdout,
     };
-    let ready = cp.line()?;
+    // A wrapping tool may print its own lines first.
+    let mut ready = cp.line()?;
+    while !ready.is_empty() && !ready.starts_with("READY ") {
+        ready = cp.line()?;
+    }
     let addr = ready
         .strip_prefix("READY ")
         .ok_or_else(|| format!("control plane did not start: {ready:?}"))?
@@ -215,6 +221,7 @@ async fn run(args: &[String], shape: mesh::Shape) -> Result<(), Box<dyn std::err
     let mut first: Vec<Option<Instant>> = vec![None; proxies.len()];
     let mut pending = proxies.len();
     let mut resources = 0usize;
+    let mut bytes = 0usize;
     let deadline = tokio::time::Instant::now() + CONVERGE_TIMEOUT;
     while pending > 0 {
         let Ok(Some(r)) = tokio::time::timeout_at(deadline, received.recv()).await else {
@@ -225,6 +232,7 @@ async fn run(args: &[String], shape: mesh::Shape) -> Result<(), Box<dyn std::err
         if first[r.proxy].is_none() {
             first[r.proxy] = Some(r.at);
             resources += r.resources;
+            bytes += r.bytes;
             pending -= 1;
         }
     }
@@ -286,9 +294,11 @@ async fn run(args: &[String], shape: mesh::Shape) -> Result<(), Box<dyn std::err
     );
     println!("|---|---|");
     println!(
-        "| full push: all proxies configured and ACKed | {} ({} resources sent) |",
+        "| full push: all proxies configured and ACKed | {} ({} resources, {:.1} MiB sent; {:.1} KiB per proxy) |",
         ms(converged),
-        resources
+        resources,
+        bytes as f64 / 1048576.0,
+        bytes as f64 / 1024.0 / proxies.len().max(1) as f64
     );
     println!(
         "| one endpoint change -> affected proxies ({affected} per change, {changes} changes) | p50 {} / p99 {} / max {} |",

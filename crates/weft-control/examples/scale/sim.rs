@@ -1,19 +1,21 @@
-//! Simulated proxies: tonic clients speaking the real push protocol that ACK every
-//! resource they receive and report when each response arrived. Many proxies share a few
-//! HTTP/2 connections (one stream each).
+//! Simulated proxies: tonic clients speaking the real push protocol that accept every
+//! resource they receive (an ACK naming no rejection) and report when each response
+//! arrived. Many proxies share a few HTTP/2 connections (one stream each).
 
 use std::time::Instant;
 
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Channel;
-use weft_api::pb::{self, ProxyMessage, ResourceVersion, discovery_client::DiscoveryClient};
+use weft_api::pb::{self, ProxyMessage, discovery_client::DiscoveryClient};
 
 /// One response received by proxy `proxy` (its index in the bench's list).
 pub struct Received {
     pub proxy: usize,
     pub at: Instant,
     pub resources: usize,
+    /// Encoded resource bytes in the response.
+    pub bytes: usize,
 }
 
 /// Open proxy `proxy`'s stream and ACK everything until the stream ends.
@@ -35,22 +37,24 @@ pub async fn run(
         .max_encoding_message_size(64 * 1024 * 1024);
     let mut inbound = client.stream(ReceiverStream::new(rx)).await?.into_inner();
     // A push may come in several parts (`DeltaResponse.more`): one ACK after the last.
-    let mut accepted = Vec::new();
+    let mut resources = 0;
+    let mut bytes = 0;
     while let Some(response) = inbound.message().await? {
-        accepted.extend(response.resources.iter().map(|r| ResourceVersion {
-            key: r.key.clone(),
-            version: r.version.clone(),
-        }));
+        bytes += response
+            .resources
+            .iter()
+            .map(|r| r.body.len())
+            .sum::<usize>();
+        resources += response.resources.len();
         if response.more {
             continue;
         }
         let at = Instant::now();
-        let accepted = std::mem::take(&mut accepted);
-        let resources = accepted.len();
+        let resources = std::mem::take(&mut resources);
         let ack = ProxyMessage {
             kind: Some(pb::proxy_message::Kind::Ack(pb::Ack {
                 nonce: response.nonce.clone(),
-                accepted,
+                accepted: Vec::new(),
                 rejected: Vec::new(),
             })),
         };
@@ -61,6 +65,7 @@ pub async fn run(
             proxy,
             at,
             resources,
+            bytes: std::mem::take(&mut bytes),
         });
     }
     Ok(())

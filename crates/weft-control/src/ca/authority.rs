@@ -49,6 +49,16 @@ pub struct IssuedCertificate {
     pub not_after: SystemTime,
 }
 
+/// When the CA's own certificates expire (their notAfter).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CaExpiry {
+    /// The root the signing chain ends in.
+    pub root: SystemTime,
+    /// The soonest of the other certificates of the chain: the plugged-in signing
+    /// certificate and any intermediates above it. None when the root signs itself.
+    pub intermediate: Option<SystemTime>,
+}
+
 /// The CA of the control plane.
 pub struct CertificateAuthority {
     options: CaOptions,
@@ -145,6 +155,26 @@ impl CertificateAuthority {
     /// The root this CA's chain ends in, as PEM.
     pub fn root_pem(&self) -> &str {
         &self.signing_root.pem
+    }
+
+    /// When the root and the intermediates expire: past either, no certificate this CA
+    /// signed verifies any more (workload certificates never outlive the signing one).
+    pub fn expiry(&self) -> CaExpiry {
+        // Every certificate parsed when the CA was loaded; one that somehow does not now
+        // reads as expired, which is what an alert should say about it.
+        let not_after = |c: &PemCert| {
+            c.x509()
+                .ok()
+                .and_then(|x| u64::try_from(x.validity().not_after.timestamp()).ok())
+                .map_or(SystemTime::UNIX_EPOCH, |s| {
+                    SystemTime::UNIX_EPOCH + Duration::from_secs(s)
+                })
+        };
+        let below_root = self.chain.split_last().map_or(&[][..], |(_, rest)| rest);
+        CaExpiry {
+            root: not_after(&self.signing_root),
+            intermediate: below_root.iter().map(not_after).min(),
+        }
     }
 
     /// A copy of the current trust bundle.

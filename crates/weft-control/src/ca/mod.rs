@@ -25,7 +25,7 @@ mod tokens;
 
 use std::time::Duration;
 
-pub use authority::{CaOptions, CertificateAuthority, IssuedCertificate};
+pub use authority::{CaExpiry, CaOptions, CertificateAuthority, IssuedCertificate};
 pub use bundle::{MAX_ROOTS, TrustBundle};
 pub use error::CaError;
 pub use files::{CA_CERT, CA_KEY, CERT_CHAIN, NEXT_ROOT_CERT, ROOT_CERT};

@@ -16,6 +16,7 @@ use super::body::{self, Guarded, ProxyBody, REPLAY_LIMIT};
 use super::body_tee::SharedBody;
 use super::headers;
 use super::mirror;
+use super::observe::{self, Observation};
 use super::proxy::Downstream;
 use super::retry::{self, Attempt};
 use crate::ConnInfo;
@@ -194,6 +195,7 @@ pub async fn forward(
     plan: Plan<'_>,
     mut req: Request<Incoming>,
     ds: &Downstream<'_>,
+    obs: &mut Observation,
 ) -> Result<Response<ProxyBody>, ProxyError> {
     let cluster = rt
         .clusters()
@@ -203,6 +205,7 @@ pub async fn forward(
             route: plan.route_name.to_string(),
         })?
         .clone();
+    obs.cluster(&cluster);
     let passthrough_conn = passthrough_target(&cluster, ds).await?;
     let conn = passthrough_conn.as_ref().unwrap_or(ds.conn);
     let upgrade = req.version() == Version::HTTP_11 && headers::is_upgrade(req.headers());
@@ -217,7 +220,11 @@ pub async fn forward(
     let (parts, incoming) = req.into_parts();
     let headers = upstream_headers(parts.headers, &plan, route, ds, upgrade)?;
     let head = Head::new(proto, parts.method, headers, &plan)?;
-    let shared = SharedBody::new(body::boxed(incoming), REPLAY_LIMIT);
+    let incoming = match obs.request_counts() {
+        Some(counts) => body::boxed(observe::counted(incoming, counts, obs.is_grpc())),
+        None => body::boxed(incoming),
+    };
+    let shared = SharedBody::new(incoming, REPLAY_LIMIT);
     for m in &plan.forward.mirrors {
         if fastrand::f64() * 100.0 < m.percent {
             let Some(target) = rt.clusters().get(&m.cluster) else {
@@ -256,13 +263,14 @@ pub async fn forward(
     // The head is copied per attempt only when a retry can follow.
     let retries = policy.is_some_and(|p| p.attempts > 0);
     let mut head = Some(head);
-    let (mut resp, guard) = retry::run(&attempt, policy, &shared, |body| {
+    let (mut resp, guard) = retry::run(&attempt, policy, &shared, obs, |body| {
         match (retries, head.as_ref()) {
             (true, Some(h)) => Some(h.request(body)),
             _ => head.take().map(|h| h.into_request(body)),
         }
     })
     .await?;
+    obs.upstream_response(&resp);
 
     if let (true, Some(down)) = (
         resp.status() == http::StatusCode::SWITCHING_PROTOCOLS,

@@ -7,6 +7,7 @@ pub mod cors;
 pub mod forward;
 pub mod headers;
 pub mod mirror;
+pub mod observe;
 pub mod proxy;
 pub mod ratelimit;
 pub mod retry;

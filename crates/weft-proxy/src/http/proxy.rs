@@ -13,6 +13,7 @@ use weft_api::{AbortStatus, Fault, HttpChain, NotFound, RouteAction, TokenBucket
 use super::body::{self, ProxyBody};
 use super::cors::{self, Cors};
 use super::forward::{self, Plan};
+use super::observe::Observation;
 use super::ratelimit;
 use super::rewrite;
 use super::route::{self, NoMatch, RouteRequest};
@@ -38,13 +39,20 @@ pub struct ConnCtx {
     pub drain: tokio::sync::watch::Receiver<bool>,
 }
 
-pub async fn handle(req: Request<Incoming>, ctx: Arc<ConnCtx>) -> Response<ProxyBody> {
+pub async fn handle(mut req: Request<Incoming>, ctx: Arc<ConnCtx>) -> Response<ProxyBody> {
     let rt = ctx.rt.load_full();
     let http1 = req.version() < Version::HTTP_2;
     let mut extra = Vec::new();
-    let mut resp = match route_request(req, &ctx, &rt, &mut extra).await {
+    if !ctx.chain.trust_control_headers {
+        headers::strip_control_headers(req.headers_mut());
+    }
+    let mut obs = Observation::begin(rt.telemetry(), &mut req, &ctx.conn);
+    let mut resp = match route_request(req, &ctx, &rt, &mut extra, &mut obs).await {
         Ok(r) => r,
-        Err(e) => error_response(&e),
+        Err(e) => {
+            obs.failed(&e);
+            error_response(&e)
+        }
     };
     for (n, v) in extra {
         resp.headers_mut().append(n, v);
@@ -53,7 +61,7 @@ pub async fn handle(req: Request<Incoming>, ctx: Arc<ConnCtx>) -> Response<Proxy
         resp.headers_mut()
             .insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
-    resp
+    obs.finish(resp)
 }
 
 /// `key` and `scope` are built only when some limit is configured: most proxies have none,
@@ -90,14 +98,12 @@ fn add_limit_headers(spec: &TokenBucket, extra: &mut Vec<(HeaderName, HeaderValu
 }
 
 async fn route_request(
-    mut req: Request<Incoming>,
+    req: Request<Incoming>,
     ctx: &ConnCtx,
     rt: &Runtime,
     extra: &mut Vec<(HeaderName, HeaderValue)>,
+    obs: &mut Observation,
 ) -> Result<Response<ProxyBody>, ProxyError> {
-    if !ctx.chain.trust_control_headers {
-        headers::strip_control_headers(req.headers_mut());
-    }
     if req.method() == http::Method::CONNECT {
         return Err(ProxyError::BadRequest {
             detail: "CONNECT tunnels are not supported on this listener".into(),
@@ -154,6 +160,7 @@ async fn route_request(
         }
     };
     let route = sel.route;
+    obs.route(&route.name);
     take_token(
         rt,
         || ratelimit::vhost_key(table_name, &sel.vhost.name),
@@ -169,14 +176,17 @@ async fn route_request(
 
     if let Some(policy) = &route.cors {
         match cors::apply(policy, req.method(), req.headers()) {
-            Cors::Answer(resp) => return Ok(resp),
+            Cors::Answer(resp) => {
+                obs.answered_locally();
+                return Ok(resp);
+            }
             Cors::Forward(h) => {
                 extra.extend(h.into_iter().map(|(n, v)| (HeaderName::from_static(n), v)))
             }
         }
     }
     if let Some(fault) = &route.fault {
-        inject_fault(fault, route).await?;
+        inject_fault(fault, route, obs).await?;
     }
 
     let ds = Downstream {
@@ -193,6 +203,7 @@ async fn route_request(
     let rewrite_regex = table.rewrite_regex(sel.vhost_index, sel.route_index);
     match &route.action {
         RouteAction::DirectResponse(d) => {
+            obs.answered_locally();
             let mut resp = Response::new(match &d.body {
                 Some(b) => body::full(b.clone()),
                 None => body::empty(),
@@ -206,6 +217,7 @@ async fn route_request(
             Ok(resp)
         }
         RouteAction::Redirect(r) => {
+            obs.answered_locally();
             let new_path = r
                 .path
                 .as_ref()
@@ -249,7 +261,7 @@ async fn route_request(
                     None => Cow::Borrowed(authority),
                 },
             };
-            forward::forward(rt, route, plan, req, &ds).await
+            forward::forward(rt, route, plan, req, &ds, obs).await
         }
     }
 }
@@ -266,11 +278,16 @@ fn with_query(path: String, query: Option<&str>) -> Result<PathAndQuery, ProxyEr
 }
 
 /// Delay, then abort, each with its own percentage.
-async fn inject_fault(fault: &Fault, route: &weft_api::Route) -> Result<(), ProxyError> {
+async fn inject_fault(
+    fault: &Fault,
+    route: &weft_api::Route,
+    obs: &mut Observation,
+) -> Result<(), ProxyError> {
     let roll = |percent: f64| fastrand::f64() * 100.0 < percent;
     if let Some(d) = &fault.delay
         && roll(d.percent)
     {
+        obs.delayed();
         tokio::time::sleep(d.delay).await;
     }
     if let Some(a) = &fault.abort

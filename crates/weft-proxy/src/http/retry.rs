@@ -12,6 +12,7 @@ use weft_api::RetryPolicy;
 use super::body::{self, ProxyBody};
 use super::body_tee::SharedBody;
 use super::forward::{backoff, retriable_response};
+use super::observe::Observation;
 use crate::ConnInfo;
 use crate::error::ProxyError;
 use crate::upstream::outlier::Outcome;
@@ -92,6 +93,7 @@ pub async fn run(
     a: &Attempt<'_>,
     policy: Option<&RetryPolicy>,
     shared: &SharedBody,
+    obs: &mut Observation,
     mut build: impl FnMut(ProxyBody) -> Option<Request<ProxyBody>>,
 ) -> Result<(Response<Incoming>, RequestGuard), ProxyError> {
     let tries = 1 + policy.map_or(0, |p| p.attempts);
@@ -107,6 +109,7 @@ pub async fn run(
             &[]
         };
         let ep = a.cluster.pick(a.hash, avoid, a.conn).await?;
+        obs.attempt(a.cluster, &ep);
         let guard = a.cluster.start_request(&ep)?;
         let body = if a.upgrade {
             body::empty()

@@ -12,6 +12,7 @@ pub mod detect;
 pub mod mtls;
 mod rewind;
 pub mod tcp;
+pub mod tcp_observe;
 mod tunnel;
 
 pub use rewind::Rewind;

@@ -17,6 +17,7 @@ use tracing::debug;
 use weft_api::{SniRoute, TcpChain, TlsPassthroughChain, WeightedCluster};
 
 use super::chain::sni_matches;
+use super::tcp_observe::{ByteCounters, TcpObs};
 use crate::ConnInfo;
 use crate::error::ProxyError;
 use crate::runtime::Runtime;
@@ -111,9 +112,15 @@ pub async fn forward<D>(
 where
     D: AsyncRead + AsyncWrite + Unpin,
 {
-    let (upstream, _guard) = connect_target(target, conn, rt, own_listeners).await?;
-    debug!(target = %conn.original_dst, "connected");
-    pipe(downstream, upstream, prefix, idle_timeout).await
+    let mut obs = TcpObs::begin(rt, conn, &target, None);
+    let result = async {
+        let (upstream, _guard) = connect_target(target, conn, rt, own_listeners).await?;
+        debug!(target = %conn.original_dst, "connected");
+        pipe(downstream, upstream, prefix, idle_timeout, &mut obs).await
+    }
+    .await;
+    obs.closed(&result);
+    result
 }
 
 /// The upstream stream for `target`; keep the guard (the cluster's connection slot) while
@@ -169,36 +176,58 @@ pub fn is_own_listener(dst: SocketAddr, local: SocketAddr, own: &[SocketAddr]) -
 }
 
 /// Copy both ways with half-close handling (`copy_bidirectional` shuts down the write side
-/// of one stream when the other reaches EOF, and keeps the other direction open).
+/// of one stream when the other reaches EOF, and keeps the other direction open). `obs`
+/// counts the downstream bytes and reports long connections periodically.
 pub async fn pipe<D, U>(
     downstream: D,
     upstream: U,
     prefix: &[u8],
     idle_timeout: Option<Duration>,
+    obs: &mut TcpObs,
 ) -> Result<(), TcpError>
 where
     D: AsyncRead + AsyncWrite + Unpin,
     U: AsyncRead + AsyncWrite + Unpin,
 {
     let activity = Activity::new();
-    let mut downstream = Tracked::new(downstream, activity.clone());
+    let mut downstream = Tracked::new(downstream, activity.clone()).counting(obs.counters());
     let mut upstream = Tracked::new(upstream, activity.clone());
     if !prefix.is_empty() {
         upstream.write_all(prefix).await?;
     }
     let copy = tokio::io::copy_bidirectional(&mut downstream, &mut upstream);
-    let Some(timeout) = idle_timeout else {
-        let (sent, received) = copy.await?;
-        debug!(sent, received, "tcp done");
-        return Ok(());
-    };
-    tokio::select! {
-        r = copy => {
-            let (sent, received) = r?;
-            debug!(sent, received, "tcp done");
-            Ok(())
+    tokio::pin!(copy);
+    let idle = async {
+        match idle_timeout {
+            Some(t) => activity.idle_for(t).await,
+            None => std::future::pending().await,
         }
-        () = activity.idle_for(timeout) => Err(TcpError::Idle(timeout)),
+    };
+    tokio::pin!(idle);
+    // No periodic report when telemetry is off.
+    let mut report = obs
+        .interval()
+        .map(|p| tokio::time::interval_at(Instant::now() + p, p));
+    loop {
+        tokio::select! {
+            r = &mut copy => {
+                let (sent, received) = r?;
+                debug!(sent, received, "tcp done");
+                return Ok(());
+            }
+            () = &mut idle => return Err(TcpError::Idle(idle_timeout.unwrap_or_default())),
+            () = next_report(&mut report) => obs.progress(),
+        }
+    }
+}
+
+/// The next periodic report; never, without telemetry.
+async fn next_report(report: &mut Option<tokio::time::Interval>) {
+    match report {
+        Some(r) => {
+            r.tick().await;
+        }
+        None => std::future::pending().await,
     }
 }
 
@@ -239,11 +268,22 @@ impl Activity {
 struct Tracked<S> {
     inner: S,
     activity: Activity,
+    /// Downstream side only: bytes read (received) and written (sent), for telemetry.
+    bytes: Option<Arc<ByteCounters>>,
 }
 
 impl<S> Tracked<S> {
     fn new(inner: S, activity: Activity) -> Tracked<S> {
-        Tracked { inner, activity }
+        Tracked {
+            inner,
+            activity,
+            bytes: None,
+        }
+    }
+
+    fn counting(mut self, bytes: Option<Arc<ByteCounters>>) -> Tracked<S> {
+        self.bytes = bytes;
+        self
     }
 }
 
@@ -255,8 +295,12 @@ impl<S: AsyncRead + Unpin> AsyncRead for Tracked<S> {
     ) -> Poll<io::Result<()>> {
         let before = buf.filled().len();
         let res = Pin::new(&mut self.inner).poll_read(cx, buf);
-        if buf.filled().len() > before {
+        let n = buf.filled().len() - before;
+        if n > 0 {
             self.activity.touch();
+            if let Some(b) = &self.bytes {
+                b.received.fetch_add(n as u64, Ordering::Relaxed);
+            }
         }
         res
     }
@@ -269,8 +313,13 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Tracked<S> {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         let res = Pin::new(&mut self.inner).poll_write(cx, buf);
-        if matches!(res, Poll::Ready(Ok(n)) if n > 0) {
+        if let Poll::Ready(Ok(n)) = res
+            && n > 0
+        {
             self.activity.touch();
+            if let Some(b) = &self.bytes {
+                b.sent.fetch_add(n as u64, Ordering::Relaxed);
+            }
         }
         res
     }
@@ -326,12 +375,17 @@ mod tests {
     async fn idle_timeout_closes_quiet_connections_only() {
         let (client, proxy_down) = tokio::io::duplex(1024);
         let (proxy_up, mut server) = tokio::io::duplex(1024);
-        let task = tokio::spawn(pipe(
-            proxy_down,
-            proxy_up,
-            b"hi",
-            Some(Duration::from_secs(10)),
-        ));
+        let task = tokio::spawn(async move {
+            let mut obs = TcpObs::default();
+            pipe(
+                proxy_down,
+                proxy_up,
+                b"hi",
+                Some(Duration::from_secs(10)),
+                &mut obs,
+            )
+            .await
+        });
         let mut buf = [0u8; 2];
         server.read_exact(&mut buf).await.unwrap();
         assert_eq!(&buf, b"hi");
@@ -354,7 +408,9 @@ mod tests {
     async fn half_close_keeps_the_other_direction() {
         let (mut client, proxy_down) = tokio::io::duplex(1024);
         let (proxy_up, mut server) = tokio::io::duplex(1024);
-        let task = tokio::spawn(pipe(proxy_down, proxy_up, b"", None));
+        let task = tokio::spawn(async move {
+            pipe(proxy_down, proxy_up, b"", None, &mut TcpObs::default()).await
+        });
         client.write_all(b"request").await.unwrap();
         client.shutdown().await.unwrap();
         let mut got = Vec::new();

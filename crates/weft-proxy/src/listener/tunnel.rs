@@ -27,12 +27,15 @@ use weft_api::{ChainProtocol, Fallback, FilterChain, Listener, ProxyConfig, Tunn
 use super::conn::{ConnError, serve_detect, serve_http};
 use super::mtls::accept;
 use super::tcp::{self, TcpError};
+use super::tcp_observe::TcpObs;
 use super::{ListenerStats, Shared, chain};
 use crate::ConnInfo;
 use crate::error::ProxyError;
 use crate::http::body::{self, ProxyBody};
 use crate::http::proxy::{self, ConnCtx};
 use crate::http::{error_response, xfcc};
+use crate::telemetry::PeerMeta;
+use crate::telemetry::peer::PEER_HEADER;
 use crate::upstream::mesh::{PROTOCOL_HEADER, TARGET_HEADER};
 
 /// What every stream of one tunnel connection shares.
@@ -108,14 +111,24 @@ pub(super) async fn serve(
     }
 }
 
-async fn stream_request(req: Request<Incoming>, tunnel: Arc<Tunnel>) -> Response<ProxyBody> {
+async fn stream_request(mut req: Request<Incoming>, tunnel: Arc<Tunnel>) -> Response<ProxyBody> {
     ListenerStats::inc(&tunnel.shared.stats.tunnel_streams_total);
+    // The client proxy's metadata (telemetry's source labels): taken off the request so the
+    // app never sees it, kept as an extension for the telemetry of this stream.
+    if let Some(v) = req.headers_mut().remove(PEER_HEADER)
+        && let Some(meta) = PeerMeta::from_header(&v)
+    {
+        req.extensions_mut().insert(Arc::new(meta));
+    }
     let result = if req.method() == Method::CONNECT {
         connect_stream(req, &tunnel).await
     } else {
         http_stream(req, &tunnel).await
     };
-    result.unwrap_or_else(|e| error_response(&e))
+    let mut resp = result.unwrap_or_else(|e| error_response(&e));
+    let local = tunnel.shared.rt.load().telemetry().local_header().clone();
+    resp.headers_mut().insert(PEER_HEADER, local);
+    resp
 }
 
 fn bad(detail: String) -> ProxyError {
@@ -232,6 +245,7 @@ async fn connect_stream(
         ))
     })?;
     let mut conn = stream_conn(tunnel, listener, target);
+    let peer = req.extensions().get::<Arc<PeerMeta>>().cloned();
     let upgrade = hyper::upgrade::on(&mut req);
     let shared = tunnel.shared.clone();
     let span = debug_span!("tunnel_stream", %target, chain = chain.map(|c| c.name.as_str()));
@@ -251,20 +265,32 @@ async fn connect_stream(
             let own = shared.own_addrs.load_full();
             let target_of =
                 tcp::tcp_target(&tcp_chain, &mut fastrand::Rng::new()).map_err(tcp_error)?;
-            let (upstream, guard) = tcp::connect_target(target_of, &conn, &rt, &own)
-                .await
-                .map_err(tcp_error)?;
+            let mut obs = TcpObs::begin(&rt, &conn, &target_of, peer);
+            let (upstream, guard) = match tcp::connect_target(target_of, &conn, &rt, &own).await {
+                Ok(c) => c,
+                Err(e) => {
+                    let e = Err(e);
+                    obs.closed(&e);
+                    return Err(e.map_err(tcp_error).unwrap_err());
+                }
+            };
             let idle = tcp_chain.idle_timeout;
             tokio::spawn(
                 async move {
                     let _guard = guard;
                     let down = match upgrade.await {
                         Ok(u) => TokioIo::new(u),
-                        Err(e) => return debug!("CONNECT stream not opened: {e}"),
+                        Err(e) => {
+                            let ended = Err(TcpError::Io(std::io::Error::other(e.to_string())));
+                            obs.closed(&ended);
+                            return debug!("CONNECT stream not opened: {e}");
+                        }
                     };
-                    if let Err(e) = tcp::pipe(down, upstream, b"", idle).await {
+                    let result = tcp::pipe(down, upstream, b"", idle, &mut obs).await;
+                    if let Err(e) = &result {
                         debug!(error = %e, "tunnelled TCP ended");
                     }
+                    obs.closed(&result);
                 }
                 .instrument(span),
             );

@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
@@ -38,6 +38,10 @@ struct Shared {
     pending: AtomicU32,
     requests: AtomicU32,
     retries: AtomicU32,
+    /// Totals for the health metrics (`/stats/prometheus`).
+    overflows_total: AtomicU64,
+    retries_total: AtomicU64,
+    ejections_total: AtomicU64,
     /// Signalled when a connection slot frees or a connection goes idle.
     freed: tokio::sync::Notify,
     sweeper: Sweeper,
@@ -65,6 +69,18 @@ pub struct ClusterState {
     mesh: Arc<Mesh>,
     /// TLS origination configs, read from the DestinationRule's files on first use.
     originator: OnceLock<Result<Arc<Originator>, String>>,
+    /// The cluster name and service host as shared strings, so telemetry records them per
+    /// request without copying.
+    pub telemetry_name: Arc<str>,
+    pub telemetry_service: Option<Arc<str>>,
+}
+
+/// See [`ClusterState::totals`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ClusterTotals {
+    pub overflows: u64,
+    pub retries: u64,
+    pub ejections: u64,
 }
 
 /// Why an upstream attempt failed before a response.
@@ -113,6 +129,8 @@ impl ClusterState {
             .filter(|_| same_dns)
             .and_then(|p| p.dns_resolved.try_lock().ok().and_then(|g| *g));
         ClusterState {
+            telemetry_name: Arc::from(config.name.as_str()),
+            telemetry_service: config.service.as_deref().map(Arc::from),
             shared: previous.map(|p| p.shared.clone()).unwrap_or_default(),
             set: ArcSwap::from_pointee(set),
             dns_resolved: tokio::sync::Mutex::new(resolved),
@@ -120,6 +138,13 @@ impl ClusterState {
             mesh,
             originator: OnceLock::new(),
         }
+    }
+
+    /// The SPIFFE ID of the proxy's current mesh certificate (what it presents to peers).
+    pub fn local_identity(&self) -> Option<Arc<str>> {
+        self.mesh
+            .identity()
+            .map(|i| Arc::from(i.spiffe_id.as_str()))
     }
 
     /// The object to name in errors about this cluster's policy.
@@ -144,7 +169,19 @@ impl ClusterState {
         )
     }
 
+    /// Circuit-breaker overflows, retries started and outlier ejections since the cluster
+    /// first appeared (they survive config changes, as the breakers do).
+    pub fn totals(&self) -> ClusterTotals {
+        let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        ClusterTotals {
+            overflows: load(&self.shared.overflows_total),
+            retries: load(&self.shared.retries_total),
+            ejections: load(&self.shared.ejections_total),
+        }
+    }
+
     fn overflow(&self, limit: &'static str, value: u32) -> ProxyError {
+        self.shared.overflows_total.fetch_add(1, Ordering::Relaxed);
         ProxyError::UpstreamOverflow {
             cluster: self.config.name.clone(),
             limit,
@@ -256,13 +293,15 @@ impl ClusterState {
             return;
         };
         let set = self.set.load();
-        if set.endpoints.iter().any(|e| std::ptr::eq(&**e, ep)) {
-            outlier::record(
+        if set.endpoints.iter().any(|e| std::ptr::eq(&**e, ep))
+            && outlier::record(
                 od,
                 &ep.health,
                 set.endpoints.iter().map(|e| &e.health),
                 outcome,
-            );
+            )
+        {
+            self.shared.ejections_total.fetch_add(1, Ordering::Relaxed);
         }
     }
 
@@ -302,6 +341,7 @@ impl ClusterState {
         if !try_increment(&self.shared.retries, self.config.limits.max_retries) {
             return None;
         }
+        self.shared.retries_total.fetch_add(1, Ordering::Relaxed);
         Some(RetryGuard {
             shared: self.shared.clone(),
         })

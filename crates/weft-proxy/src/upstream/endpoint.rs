@@ -52,7 +52,7 @@ impl EndpointSpec {
         EndpointSpec {
             address: e.address.clone(),
             weight: e.weight,
-            labels: e.labels.clone(),
+            labels: (*e.labels).clone(),
             mesh: e.mesh.clone(),
         }
     }
@@ -64,7 +64,8 @@ impl EndpointSpec {
 pub struct Endpoint {
     pub address: String,
     pub weight: u32,
-    pub labels: BTreeMap<String, String>,
+    /// Shared with telemetry records (`destination_app`/`destination_version` fallback).
+    pub labels: Arc<BTreeMap<String, String>>,
     /// Set when the endpoint runs a weft proxy: mesh mTLS goes through its tunnel.
     pub mesh: Option<MeshPeer>,
     pub(crate) active: AtomicU32,
@@ -83,7 +84,7 @@ impl Endpoint {
         Endpoint {
             address,
             weight,
-            labels,
+            labels: Arc::new(labels),
             mesh,
             active: AtomicU32::new(0),
             health: Mutex::default(),
@@ -120,7 +121,7 @@ impl EndpointSet {
             .map(|spec| match known.get(&spec.address) {
                 Some(ep)
                     if ep.weight == spec.weight
-                        && ep.labels == spec.labels
+                        && *ep.labels == spec.labels
                         && ep.mesh == spec.mesh =>
                 {
                     ep.clone()

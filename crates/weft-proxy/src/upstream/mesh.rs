@@ -34,6 +34,8 @@ use super::endpoint::MeshPeer;
 use super::pool::Proto;
 use crate::http::body::{self, ProxyBody};
 use crate::identity::{Identity, PeerIdentities, client_config};
+use crate::telemetry::PeerMeta;
+use crate::telemetry::peer::PEER_HEADER;
 
 /// The request header naming the endpoint (`ip:port`) a tunnelled HTTP request is for.
 pub const TARGET_HEADER: &str = "x-weft-tunnel-target";
@@ -111,6 +113,9 @@ pub struct Mesh {
     identity: Option<IdentityRx>,
     peers: Mutex<HashMap<MeshPeer, Slot>>,
     pub stats: MeshStats,
+    /// This proxy's workload metadata as a header value, sent with every tunnel request
+    /// (see `telemetry::peer`); set when a config is applied.
+    local_metadata: arc_swap::ArcSwapOption<HeaderValue>,
 }
 
 impl Default for Mesh {
@@ -135,7 +140,20 @@ impl Mesh {
             identity,
             peers: Mutex::new(HashMap::new()),
             stats: MeshStats::default(),
+            local_metadata: arc_swap::ArcSwapOption::empty(),
         }
+    }
+
+    /// The metadata to announce to peer proxies from now on.
+    pub fn set_local_metadata(&self, header: &HeaderValue) {
+        self.local_metadata.store(Some(Arc::new(header.clone())));
+    }
+
+    fn add_local_metadata(&self, headers: &mut http::HeaderMap) {
+        match self.local_metadata.load().as_deref() {
+            Some(v) => headers.insert(PEER_HEADER, v.clone()),
+            None => headers.remove(PEER_HEADER),
+        };
     }
 
     /// Whether an identity source is configured (a certificate may still be pending).
@@ -177,11 +195,20 @@ impl Mesh {
             tunnel: peer.tunnel.clone(),
             detail,
         })?;
+        self.add_local_metadata(req.headers_mut());
         for _ in 0..2 {
             let mut sender = self.sender(peer, connect_timeout).await?;
             self.stats.streams_total.fetch_add(1, Ordering::Relaxed);
             match sender.try_send_request(req).await {
-                Ok(resp) => return Ok(resp),
+                Ok(mut resp) => {
+                    // The server proxy's metadata is for telemetry, not for the app.
+                    if let Some(v) = resp.headers_mut().remove(PEER_HEADER)
+                        && let Some(meta) = PeerMeta::from_header(&v)
+                    {
+                        resp.extensions_mut().insert(Arc::new(meta));
+                    }
+                    return Ok(resp);
+                }
                 Err(mut e) => match e.take_message() {
                     Some(back) => req = back,
                     None => {
@@ -219,6 +246,7 @@ impl Mesh {
         *req.method_mut() = Method::CONNECT;
         *req.uri_mut() = uri;
         *req.version_mut() = Version::HTTP_2;
+        self.add_local_metadata(req.headers_mut());
         self.stats.streams_total.fetch_add(1, Ordering::Relaxed);
         let resp = sender
             .send_request(req)

@@ -3,9 +3,10 @@
 //!
 //! It holds the resources it runs, applies each push (a delta, possibly sent as several
 //! parts: it applies once the last part is in, never half a push) on top of them,
-//! publishes the whole `ProxyConfig` and answers with an ACK naming every accepted resource and a NACK reason
-//! for each refused one (does not decode, does not build into a runtime, or the proxy's
-//! apply fails on it, e.g. a listener that cannot bind); the rest still applies. When the
+//! publishes the whole `ProxyConfig` and answers with an ACK carrying the push's nonce and a
+//! NACK reason for each refused resource (does not decode, does not build into a runtime,
+//! or the proxy's apply fails on it, e.g. a listener that cannot bind); the rest of the
+//! push applies and counts as accepted without being listed. When the
 //! control plane is gone the last good config stays in force; the client reconnects with
 //! jittered exponential backoff and resumes by announcing the versions it holds.
 
@@ -22,10 +23,10 @@ use weft_api::pb::{self, DeltaResponse, ProxyMessage, discovery_client::Discover
 
 use crate::app::Status;
 use crate::source::{ChannelSource, ConfigPublisher};
-use held::{Entry, Held, Refusal};
+use held::{Held, Refusal};
 
 /// The largest response the proxy accepts. The control plane sends a push in parts of
-/// about 64 KiB, a larger resource alone: this bounds one resource (a route table of a
+/// about 7 KiB, a larger resource alone: this bounds one resource (a route table of a
 /// gateway with thousands of hosts), not a whole config. tonic keeps a receive buffer as
 /// large as the largest message received, for the life of the stream.
 const MAX_PART_BYTES: usize = 16 << 20;
@@ -45,6 +46,9 @@ pub struct XdsOptions {
     pub labels: BTreeMap<String, String>,
     pub service_account: String,
     pub workload_address: String,
+    /// The admin listener's `ip:port`, announced so the control plane's dashboard can
+    /// collect `/stats/prometheus` (empty: none).
+    pub admin_address: String,
     pub backoff: Backoff,
 }
 
@@ -111,6 +115,11 @@ pub struct XdsClient {
 }
 
 impl XdsClient {
+    /// The admin address to announce in the hello of every stream from now on.
+    pub fn announce_admin_address(&mut self, addr: std::net::SocketAddr) {
+        self.options.admin_address = addr.to_string();
+    }
+
     /// A client and the source to build the proxy with (`app::build(options, source)`).
     pub fn new(options: XdsOptions) -> (XdsClient, ChannelSource) {
         let (source, publisher) = ChannelSource::new();
@@ -176,6 +185,7 @@ impl XdsClient {
             token: self.options.token.clone(),
             held: self.held.versions(),
             workload: String::new(),
+            admin_address: self.options.admin_address.clone(),
         };
         let _ = tx
             .send(ProxyMessage {
@@ -278,20 +288,7 @@ impl XdsClient {
         for r in &refused {
             warn!(resource = %r.key.display(), reason = %r.reason, "resource rejected");
         }
-        ProxyMessage {
-            kind: Some(pb::proxy_message::Kind::Ack(pb::Ack {
-                nonce: delta.nonce,
-                accepted: accepted.iter().map(version_of).collect(),
-                rejected: refused
-                    .into_iter()
-                    .map(|r| pb::Rejection {
-                        key: Some(r.key),
-                        version: r.version,
-                        reason: r.reason,
-                    })
-                    .collect(),
-            })),
-        }
+        answer(delta.nonce, refused)
     }
 
     /// Publish `held`'s config and wait for the proxy to apply or reject it. `held` reads
@@ -351,6 +348,25 @@ impl XdsClient {
     }
 }
 
+/// The ACK of push `nonce`: what was refused, with reasons; everything else the push
+/// carried is accepted without being listed (see `Ack` in discovery.proto).
+fn answer(nonce: String, refused: Vec<Refusal>) -> ProxyMessage {
+    ProxyMessage {
+        kind: Some(pb::proxy_message::Kind::Ack(pb::Ack {
+            nonce,
+            accepted: Vec::new(),
+            rejected: refused
+                .into_iter()
+                .map(|r| pb::Rejection {
+                    key: Some(r.key),
+                    version: r.version,
+                    reason: r.reason,
+                })
+                .collect(),
+        })),
+    }
+}
+
 /// The parts of a push received so far (see `DeltaResponse.more` in discovery.proto).
 #[derive(Debug, Default)]
 struct Parts {
@@ -385,13 +401,6 @@ impl Parts {
         } else {
             Ok(Some(push))
         }
-    }
-}
-
-fn version_of(e: &Entry) -> pb::ResourceVersion {
-    pb::ResourceVersion {
-        key: Some(e.key.clone()),
-        version: e.version.clone(),
     }
 }
 
@@ -453,6 +462,32 @@ mod tests {
     }
 
     #[test]
+    fn an_ack_names_its_nonce_and_rejections_only() {
+        let key = pb::ResourceKey::new(pb::ResourceType::Listener, "inbound|9000");
+        let msg = answer(
+            "3-7".into(),
+            vec![Refusal {
+                key: key.clone(),
+                version: "v1".into(),
+                reason: "cannot bind".into(),
+            }],
+        );
+        let Some(pb::proxy_message::Kind::Ack(ack)) = msg.kind else {
+            panic!("not an ack: {msg:?}");
+        };
+        assert_eq!(ack.nonce, "3-7");
+        assert!(ack.accepted.is_empty(), "{:?}", ack.accepted);
+        assert_eq!(
+            ack.rejected,
+            [pb::Rejection {
+                key: Some(key),
+                version: "v1".into(),
+                reason: "cannot bind".into(),
+            }]
+        );
+    }
+
+    #[test]
     fn a_push_interrupted_by_another_is_an_error() {
         let mut parts = Parts::default();
         assert!(parts.add(part("1", &["a"], true)).unwrap().is_none());
@@ -474,6 +509,7 @@ mod tests {
             labels: BTreeMap::new(),
             service_account: String::new(),
             workload_address: String::new(),
+            admin_address: String::new(),
             backoff: Backoff::default(),
         });
         let stats = client.stats();

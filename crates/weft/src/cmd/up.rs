@@ -47,6 +47,10 @@ pub struct Args {
     /// How long proxies drain open connections when stopping.
     #[arg(long, default_value = "2s", value_parser = parse_duration)]
     drain_grace: Duration,
+    /// Open the dashboard (served by the control plane on the debug address) in a browser
+    /// ($BROWSER, else xdg-open) once the mesh is ready.
+    #[arg(long)]
+    open: bool,
 }
 
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -108,6 +112,7 @@ pub fn run(args: Args) -> ExitCode {
         grace: args.grace,
         drain: args.drain_grace,
         netns: args.netns,
+        open: args.open,
     };
     match runtime.block_on(up::run(opts)) {
         Ok(()) => ExitCode::SUCCESS,

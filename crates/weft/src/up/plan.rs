@@ -245,12 +245,18 @@ fn gateways(objects: &[Object]) -> Vec<GatewayDef> {
                     Some(v) => format!("istio-{v}"),
                     None => format!("{}-gateway", o.name()),
                 };
+                // Istio's gateway deployments also carry `app: <name>`
+                // (telemetry's `source_app` of the gateway).
+                let mut labels = selector.clone();
+                labels
+                    .entry("app".to_string())
+                    .or_insert_with(|| name.clone());
                 let def = by_selector
                     .entry(selector.clone())
                     .or_insert_with(|| GatewayDef {
                         namespace: GATEWAY_NAMESPACE.to_string(),
                         name,
-                        labels: selector,
+                        labels,
                         ports: BTreeSet::new(),
                         serves: Vec::new(),
                     });

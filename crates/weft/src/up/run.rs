@@ -53,6 +53,8 @@ pub struct UpOptions {
     pub drain: Duration,
     /// Transparent mode: a network namespace per replica with iptables capture (root).
     pub netns: bool,
+    /// Open the dashboard in a browser once the mesh is ready.
+    pub open: bool,
 }
 
 struct Session {
@@ -166,7 +168,10 @@ pub async fn run(opts: UpOptions) -> anyhow::Result<()> {
     let debug = cp.debug_addr().unwrap_or(debug);
     phase(
         "control plane",
-        format!("grpc {}  debug http://{debug}", cp.grpc_addr()),
+        format!(
+            "grpc {}  debug http://{debug}  dashboard http://{debug}/",
+            cp.grpc_addr()
+        ),
     );
     let state = UpState {
         pid: std::process::id(),
@@ -372,6 +377,9 @@ impl Session {
             started_at.elapsed().as_secs_f64(),
             table::render(&self.mesh, &self.state, &mtls, &not_ready)
         );
+        if self.opts.open {
+            open_browser(&format!("http://{}/", self.state.debug));
+        }
         self.serve().await;
         Ok(())
     }
@@ -624,5 +632,25 @@ impl Session {
             "weft up: stopped; logs in {}",
             run_dir.join("logs").display()
         );
+    }
+}
+
+/// `weft up --open`: the dashboard in `$BROWSER`, else `xdg-open`; a failure is a warning
+/// (the URL is in the table).
+fn open_browser(url: &str) {
+    let program = std::env::var("BROWSER")
+        .ok()
+        .filter(|b| !b.is_empty())
+        .unwrap_or_else(|| "xdg-open".into());
+    let spawned = std::process::Command::new(&program)
+        .arg(url)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn();
+    match spawned {
+        // Not waited for: a browser outlives this command's interest in it.
+        Ok(_) => println!("dashboard: opened {url} with {program}"),
+        Err(e) => eprintln!("warning: cannot open {url} with {program}: {e}"),
     }
 }

@@ -128,6 +128,13 @@ pub fn render(mesh: &Mesh, state: &UpState, mtls: &str, not_ready: &[String]) ->
         format!("grpc {}, debug http://{}", state.control, state.debug),
     ));
     facts.push((
+        "dashboard",
+        format!(
+            "http://{}/   (service graph, golden signals, config status, traces)",
+            state.debug
+        ),
+    ));
+    facts.push((
         "status",
         format!(
             "weft status --control-debug {}   (weft proxy-status, weft proxy-config likewise)",

@@ -218,6 +218,17 @@ impl MeshUnderTest {
         read_state(&self.run_dir).expect("state.json of the running weft up")
     }
 
+    /// The control plane's debug API, which also serves the dashboard (state.json).
+    // For the dashboard's browser test; the shop suite itself does not look there.
+    #[allow(dead_code)]
+    pub fn debug(&self) -> SocketAddr {
+        let state = self.state();
+        state["debug"]
+            .as_str()
+            .and_then(|a| a.parse().ok())
+            .unwrap_or_else(|| panic!("no debug address in {state}"))
+    }
+
     /// `weft up`'s output so far, for failure messages.
     pub fn output(&self) -> String {
         text_of(&self.out)

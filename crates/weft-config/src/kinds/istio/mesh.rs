@@ -197,7 +197,9 @@ pub struct ProxyImage {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields, default)]
 pub struct DefaultProviders {
-    pub metrics: Vec<String>,
+    /// Unset: Istio's Helm default, `[prometheus]`. An explicit `[]` turns Istio's metrics
+    /// off.
+    pub metrics: Option<Vec<String>>,
     pub tracing: Vec<String>,
     pub access_logging: Vec<String>,
 }
