@@ -176,8 +176,20 @@ fn errors_point_at_the_token_and_suggest() {
     assert!(e.message.contains("too deeply"));
 }
 
-/// Found while fuzzing (`telemetry_text`): the span of an unknown escape covers the whole
-/// escaped character, not its first byte only.
+/// Found by the `telemetry_text` fuzz target (fuzz/regressions/telemetry_text/): an error
+/// at the end of the expression used to span one byte past it.
+#[test]
+fn error_at_the_end_stays_inside_the_text() {
+    let text = "has(upstream_peer.labels['app']) ? string(";
+    let e = err_of(text);
+    assert_eq!(e.message, "expected a value, found end of expression");
+    assert_eq!((e.offset, e.len), (text.len(), 0));
+    let e = err_of("request.path ==");
+    assert_eq!((e.offset, e.len), (15, 0));
+}
+
+/// Seen while writing the `telemetry_text` fuzz target: the span of an unknown escape
+/// covers the whole escaped character, not its first byte only.
 #[test]
 fn unknown_escape_span_covers_the_character() {
     let text = "'a\\é'";

@@ -37,7 +37,9 @@ impl Parser {
     }
 
     pub(super) fn error_at(&self, offset: usize, len: usize, msg: impl Into<String>) -> ExprError {
-        err(offset.min(self.end), len, msg)
+        // The span stays inside the text: at the end (`found end of expression`) it is empty.
+        let offset = offset.min(self.end);
+        err(offset, len.min(self.end - offset), msg)
     }
 
     pub(super) fn error_here(&self, msg: impl Into<String>) -> ExprError {
